@@ -1,0 +1,87 @@
+"""Entry points: ``leash train`` (one run, or a multirun with ``-m``) and ``python -m leash``.
+
+This is the only module that calls ``hydra.utils.instantiate`` on the top-level config: it
+validates the composed config, builds the Trainer, its loggers and callbacks, and hands ready
+objects to the recipe of the chosen algorithm.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Sequence
+
+import hydra
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from leash.config import ConfigError, register_configs, validate
+from leash.resources import conf_dir, sweeps_dir
+
+log = logging.getLogger("leash")
+
+USAGE = """usage: leash <command> [hydra overrides]
+
+commands:
+  train     one run of an algorithm (`leash train algo=sft`), or a sweep with -m
+            (`leash train -m sweep=sft_lr`); `leash train --help` lists the config groups,
+            `leash train --cfg job` prints the composed config.
+"""
+
+
+def register_sweeps() -> None:
+    """Offer every config in ``sweeps/`` as an option of the ``sweep`` group (``sweep=NAME``)."""
+    store = ConfigStore.instance()
+    for path in sorted(sweeps_dir().glob("*.yaml")):
+        if path.stem.startswith("wandb_"):  # W&B sweep files are for `wandb sweep`, not Hydra
+            continue
+        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
+
+
+def _instantiate_group(group: DictConfig | None) -> list:
+    """Instantiate every ``_target_`` entry of a name -> config mapping (loggers, callbacks)."""
+    if not group:
+        return []
+    return [hydra.utils.instantiate(node) for node in group.values() if node is not None]
+
+
+def train_job(cfg: DictConfig) -> None:
+    """One `leash train` job: validate, build the Trainer, run the algorithm's recipe."""
+    try:
+        typed = validate(cfg)
+    except ConfigError as error:
+        log.error("%s", error)
+        raise SystemExit(2) from None
+    import lightning  # heavy imports (torch, transformers) only once the config is valid
+
+    from leash.recipes import run_recipe
+
+    lightning.seed_everything(typed.seed, workers=True)
+    callbacks = _instantiate_group(cfg.callbacks)
+    loggers = _instantiate_group(cfg.logger)
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    run_recipe(typed, trainer)
+
+
+def _train_main(argv: Sequence[str]) -> None:
+    register_configs()
+    register_sweeps()
+    main_fn = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="train")(
+        train_job
+    )
+    sys.argv = ["leash train", *argv]
+    main_fn()
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """``leash <command> ...``"""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help"):
+        print(USAGE)
+        return
+    command, rest = argv[0], argv[1:]
+    if command == "train":
+        _train_main(rest)
+    else:
+        print(f"leash: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
+        raise SystemExit(2)

@@ -1,0 +1,261 @@
+"""Row formats: turn one raw row of any accepted format into a normalised text row.
+
+Accepted formats (``DataConfig.format``; ``auto`` detects from the columns and the first row):
+
+- **explicit**: ``prompt``, ``chosen``, ``rejected`` strings; the responses exclude the prompt.
+- **implicit** (HH-RLHF): ``chosen`` / ``rejected`` full texts sharing a prefix. The split point
+  is the longest common prefix backed off to a turn boundary: the end of the last
+  ``"\\n\\nAssistant:"`` marker inside the common prefix. The prompt ends with that marker; the
+  responses are the rest of each text.
+- **conversational**: lists of ``{role, content}`` messages, either explicit (``prompt`` messages,
+  ``chosen`` / ``rejected`` holding one assistant message) or implicit (full conversations that
+  share every message but the last, which is the assistant's answer).
+- **SFT corpus**: ``prompt`` + ``response`` (strings or messages). A source with a ``response``
+  column and no ``chosen`` column is an SFT corpus whatever ``format`` says (``format`` describes
+  preference rows).
+
+Chat-template convention: the prompt text is
+``apply_chat_template(prompt_messages, add_generation_prompt=True, tokenize=False)`` and the
+response text is the assistant message's ``content``. Every row is checked: the rendering of the
+full conversation must start with prompt text + content, otherwise the row is ``unparseable``.
+Whatever the template writes after the content (its end-of-turn text) is *not* part of the
+response: the encoder appends the tokenizer's EOS instead, which is what a policy emits to stop.
+
+Defects found here (missing field, unparseable, empty text, identical responses) come back as a
+:class:`BadReason` instead of a row; token-level defects are the encoder's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any, NamedTuple
+
+from transformers import PreTrainedTokenizerBase
+
+from leash.config import RowFormat
+
+ASSISTANT_MARKER = "\n\nAssistant:"
+"""HH-RLHF turn marker: an implicit prompt ends right after the last one it shares."""
+
+
+class BadReason(str, Enum):
+    """Why a row was not kept; every dropped row has exactly one."""
+
+    missing_field = "missing_field"
+    unparseable = "unparseable"
+    empty_prompt = "empty_prompt"
+    empty_response = "empty_response"
+    identical_responses = "identical_responses"
+    over_length = "over_length"
+
+
+class RowKind(str, Enum):
+    """The resolved format of a source's rows (``auto`` already decided)."""
+
+    explicit = "explicit"
+    implicit = "implicit"
+    conversational = "conversational"
+    sft = "sft"
+
+
+class RowScores(NamedTuple):
+    """Optional per-row numbers carried from same-named columns into ``PreferenceBatch``."""
+
+    chosen_gold_reward: float | None = None
+    rejected_gold_reward: float | None = None
+    reference_chosen_logps: float | None = None
+    reference_rejected_logps: float | None = None
+
+
+CARRIED_COLUMNS: tuple[str, ...] = RowScores._fields
+"""Extra columns read when present (gold rewards of built-in tasks, stored reference log-probs)."""
+
+
+@dataclass(frozen=True)
+class PreferenceRow:
+    """A normalised preference pair: prompt text and the two response texts that follow it."""
+
+    prompt: str
+    chosen: str
+    rejected: str
+    scores: RowScores = RowScores()
+
+
+@dataclass(frozen=True)
+class SFTRow:
+    """A normalised SFT example: prompt text and the response text that follows it."""
+
+    prompt: str
+    response: str
+
+
+NormalisedRow = PreferenceRow | SFTRow
+
+
+# ------------------------------------------------------------------------------ detection
+def resolve_kind(fmt: RowFormat, columns: Sequence[str], first_row: Mapping[str, Any]) -> RowKind:
+    """The format of a source, from the configured format, its columns and its first row.
+
+    Raises ValueError when ``auto`` cannot tell (the message names the columns it saw).
+    """
+    if "response" in columns and "chosen" not in columns:
+        return RowKind.sft
+    if fmt != RowFormat.auto:
+        return RowKind(fmt.value)
+    if "chosen" not in columns or "rejected" not in columns:
+        raise ValueError(
+            f"cannot detect the row format from columns {sorted(columns)}: expected "
+            "prompt/chosen/rejected, chosen/rejected (implicit prompt) or prompt/response (SFT)"
+        )
+    if isinstance(first_row.get("chosen"), list):
+        return RowKind.conversational
+    return RowKind.explicit if "prompt" in columns else RowKind.implicit
+
+
+# ----------------------------------------------------------------------------- normalising
+def normalise(
+    raw: Mapping[str, Any], kind: RowKind, tokenizer: PreTrainedTokenizerBase
+) -> NormalisedRow | BadReason:
+    """One raw row as a normalised row, or the reason it cannot be one.
+
+    The tokenizer is only used for its chat template (conversational rows).
+    """
+    if kind == RowKind.sft:
+        return _sft_row(raw, tokenizer)
+    fields = ("prompt", "chosen", "rejected") if kind == RowKind.explicit else ("chosen", "rejected")
+    if kind == RowKind.conversational and "prompt" in raw:
+        fields = ("prompt", "chosen", "rejected")
+    if any(raw.get(name) is None for name in fields):
+        return BadReason.missing_field
+    scores = _scores(raw)
+    if scores is None:
+        return BadReason.unparseable
+    if kind == RowKind.explicit:
+        parts = _strings(raw["prompt"], raw["chosen"], raw["rejected"])
+    elif kind == RowKind.implicit:
+        parts = _strings(raw["chosen"], raw["rejected"])
+        parts = split_implicit(*parts) if isinstance(parts, tuple) else parts
+    else:
+        parts = _conversational_pair(raw, tokenizer)
+    if isinstance(parts, BadReason):
+        return parts
+    prompt, chosen, rejected = parts
+    problem = check_texts(prompt, (chosen, rejected))
+    return problem if problem is not None else PreferenceRow(prompt, chosen, rejected, scores)
+
+
+def split_implicit(chosen: str, rejected: str) -> tuple[str, str, str] | BadReason:
+    """Split two full texts into (prompt, chosen response, rejected response).
+
+    The prompt is the longest common prefix backed off to the end of the last ``ASSISTANT_MARKER``
+    that lies wholly inside it; ``unparseable`` when the common prefix holds no marker.
+    """
+    common = 0
+    for left, right in zip(chosen, rejected, strict=False):
+        if left != right:
+            break
+        common += 1
+    start = chosen.rfind(ASSISTANT_MARKER, 0, common)
+    if start < 0:
+        return BadReason.unparseable
+    end = start + len(ASSISTANT_MARKER)
+    return chosen[:end], chosen[end:], rejected[end:]
+
+
+def check_texts(prompt: str, responses: Sequence[str]) -> BadReason | None:
+    """Text-level checks: empty (or blank) prompt, empty response, identical responses."""
+    if not prompt.strip():
+        return BadReason.empty_prompt
+    if any(not response.strip() for response in responses):
+        return BadReason.empty_response
+    if len(responses) == 2 and responses[0] == responses[1]:
+        return BadReason.identical_responses
+    return None
+
+
+def _strings(*values: Any) -> tuple[str, ...] | BadReason:
+    if all(isinstance(value, str) for value in values):
+        return tuple(values)
+    return BadReason.unparseable
+
+
+def _scores(raw: Mapping[str, Any]) -> RowScores | None:
+    """The carried columns of a row (None for absent values); None when one is not a number."""
+    values = []
+    for name in CARRIED_COLUMNS:
+        value = raw.get(name)
+        if value is not None:
+            try:
+                value = float(value)
+            except (TypeError, ValueError):
+                return None
+        values.append(value)
+    return RowScores(*values)
+
+
+def _sft_row(raw: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> SFTRow | BadReason:
+    prompt, response = raw.get("prompt"), raw.get("response")
+    if prompt is None or response is None:
+        return BadReason.missing_field
+    if isinstance(prompt, list):
+        if isinstance(response, str):
+            response = [{"role": "assistant", "content": response}]
+        parts = _render(prompt, [response], tokenizer)
+    else:
+        parts = _strings(prompt, response)
+    if isinstance(parts, BadReason):
+        return parts
+    problem = check_texts(parts[0], parts[1:])
+    return problem if problem is not None else SFTRow(parts[0], parts[1])
+
+
+# ------------------------------------------------------------------------- conversational
+def _conversational_pair(
+    raw: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase
+) -> tuple[str, ...] | BadReason:
+    """Explicit (prompt messages + one answer each) or implicit (shared leading messages)."""
+    chosen, rejected = raw["chosen"], raw["rejected"]
+    if not isinstance(chosen, list) or not isinstance(rejected, list):
+        return BadReason.unparseable
+    if "prompt" in raw:
+        return _render(raw["prompt"], [chosen, rejected], tokenizer)
+    if not chosen or not rejected or chosen[:-1] != rejected[:-1]:
+        return BadReason.unparseable
+    return _render(chosen[:-1], [chosen[-1:], rejected[-1:]], tokenizer)
+
+
+def _render(
+    prompt: Any, answers: Sequence[Any], tokenizer: PreTrainedTokenizerBase
+) -> tuple[str, ...] | BadReason:
+    """(prompt text, answer texts...) rendered with the chat template, checked for consistency.
+
+    Each answer is a list holding exactly one assistant message (or that message itself).
+    """
+    if not isinstance(prompt, list) or not all(_is_message(message) for message in prompt):
+        return BadReason.unparseable
+    if not prompt or not any(str(message["content"]).strip() for message in prompt):
+        return BadReason.empty_prompt
+    messages = []
+    for answer in answers:
+        message = answer[0] if isinstance(answer, list) and len(answer) == 1 else answer
+        if not _is_message(message) or message["role"] != "assistant":
+            return BadReason.unparseable
+        messages.append(message)
+    prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+    texts = [prompt_text]
+    for message in messages:
+        full = tokenizer.apply_chat_template([*prompt, message], tokenize=False)
+        if not full.startswith(prompt_text + message["content"]):
+            return BadReason.unparseable
+        texts.append(message["content"])
+    return tuple(texts)
+
+
+def _is_message(message: Any) -> bool:
+    return (
+        isinstance(message, Mapping)
+        and isinstance(message.get("role"), str)
+        and isinstance(message.get("content"), str)
+    )

@@ -1,0 +1,266 @@
+"""Pure PPO-RLHF maths: masked statistics, reward shaping, GAE and the clipped losses.
+
+Shapes: ``B`` rollouts, ``T`` response tokens, right padded. ``mask`` (B, T) is 1 on response
+tokens that exist (the EOS token included) and 0 on the padding after it; it may be float or
+bool but must be binary. Every reduction over tokens ignores the masked-out positions, whatever
+values they hold. The KL estimators and the KL controllers live in ``leash.losses.kl``.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+
+
+# ---------------------------------------------------------------------------- masked statistics
+def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None) -> torch.Tensor:
+    """Mean of ``values`` over the positions where ``mask`` is set, so padding never counts.
+
+    An empty mask (along ``dim``) gives 0, not NaN: an all-padding minibatch adds nothing.
+
+    Args:
+        values: (B, T) values to average.
+        mask: (B, T) binary mask of the positions that count.
+        dim: reduce along this dimension only; None reduces everything to a scalar.
+    Returns:
+        a scalar, or the tensor reduced along ``dim`` (e.g. (B,) for ``dim=1``).
+    """
+    real = mask > 0
+    masked = torch.where(real, values, 0.0)
+    if dim is None:
+        return masked.sum() / real.sum().clamp(min=1)
+    return masked.sum(dim) / real.sum(dim).clamp(min=1)
+
+
+def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
+    """Variance of ``values`` over the masked positions (all of them together).
+
+    Args:
+        values: (B, T) values.
+        mask: (B, T) binary mask of the positions that count.
+        unbiased: apply Bessel's correction ``n / (n - 1)`` (n = masked positions).
+    Returns:
+        scalar variance.
+    Raises:
+        ValueError: when ``unbiased`` and fewer than 2 positions are masked in (undefined).
+    """
+    mean = masked_mean(values, mask)
+    var = masked_mean((values - mean).square(), mask)
+    if not unbiased:
+        return var
+    count = int((mask > 0).sum())
+    if count < 2:
+        raise ValueError(f"unbiased masked variance needs at least 2 masked-in values, got {count}")
+    return var * count / (count - 1)
+
+
+def masked_whiten(
+    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+) -> torch.Tensor:
+    """Normalise ``values`` to unit (unbiased) variance over the mask, as PPO does to advantages.
+
+    Masked-out positions are set to 0 in the output, so padding cannot leak into later sums.
+
+    Args:
+        values: (B, T) values to whiten.
+        mask: (B, T) binary mask; only these positions set the mean and variance.
+        shift_mean: subtract the mean (True) or keep it, scaling only the spread (False).
+        eps: added to the variance before the square root.
+    Returns:
+        (B, T) whitened values, 0 where ``mask`` is 0.
+    Raises:
+        ValueError: when fewer than 2 positions are masked in.
+    """
+    mean = masked_mean(values, mask)
+    whitened = (values - mean) * torch.rsqrt(masked_var(values, mask) + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return torch.where(mask > 0, whitened, 0.0)
+
+
+# ----------------------------------------------------------------------------- reward shaping
+class ShapedRewards(NamedTuple):
+    """Per-token rewards of a rollout batch and their parts."""
+
+    rewards: torch.Tensor
+    """(B, T) KL penalty on every real token plus the penalised score on the last real one."""
+    non_score_reward: torch.Tensor
+    """(B, T) the KL part alone, ``-kl_coef·kl`` on real tokens and 0 on padding."""
+    penalised_scores: torch.Tensor
+    """(B,) scores after the missing-EOS penalty."""
+
+
+def shape_rewards(
+    scores: torch.Tensor,
+    kl: torch.Tensor,
+    mask: torch.Tensor,
+    kl_coef: float,
+    missing_eos_penalty: float | None,
+    eos_found: torch.Tensor,
+) -> ShapedRewards:
+    """Turn sequence scores into per-token rewards: ``-kl_coef·kl`` everywhere, score at the end.
+
+    The score lands on the last real token of each response: the EOS token when there is one,
+    else the last token before the length cut. A response without EOS has its score reduced
+    by ``missing_eos_penalty`` once (not per token). A row with no real token at all gets no
+    reward (no token can carry its score); its penalised score is still returned for logging.
+
+    Args:
+        scores: (B,) reward-model (or gold) score of each response.
+        kl: (B, T) per-token KL estimate (see ``leash.losses.kl``); padding values are ignored.
+        mask: (B, T) binary mask of real response tokens.
+        kl_coef: weight of the KL penalty.
+        missing_eos_penalty: subtracted from the score of responses without EOS; None disables.
+        eos_found: (B,) bool, whether each response contains the EOS token.
+    Returns:
+        ShapedRewards(rewards (B, T), non_score_reward (B, T), penalised_scores (B,)).
+    """
+    real = mask > 0
+    non_score_reward = torch.where(real, -kl_coef * kl, 0.0)
+    penalised_scores = scores
+    if missing_eos_penalty is not None:
+        penalised_scores = torch.where(eos_found, scores, scores - missing_eos_penalty)
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last_real = torch.where(real, positions, -1).amax(dim=1)  # (B,), -1 when the row is empty
+    at_last = positions == last_real.unsqueeze(1)
+    score_reward = torch.where(at_last, penalised_scores.unsqueeze(1), 0.0)
+    return ShapedRewards(non_score_reward + score_reward, non_score_reward, penalised_scores)
+
+
+# ------------------------------------------------------------------------------------------ GAE
+class Advantages(NamedTuple):
+    """GAE advantages and the value targets built from them."""
+
+    advantages: torch.Tensor
+    """(B, T) A_t, 0 on padding."""
+    returns: torch.Tensor
+    """(B, T) A_t + V_t (the critic's regression target), 0 on padding."""
+
+
+def gae(
+    rewards: torch.Tensor, values: torch.Tensor, mask: torch.Tensor, gamma: float, lam: float
+) -> Advantages:
+    """Generalised advantage estimation (Schulman et al. 2016) over each response.
+
+    ``δ_t = r_t + γ·V_{t+1} - V_t`` with ``V = 0`` past the last real token (the episode ends
+    there), and ``A_t = δ_t + γ·λ·A_{t+1}`` backwards from the end. Inputs are rollout-time
+    quantities: pass them detached. Assumes right padding (no hole inside a response).
+
+    Args:
+        rewards: (B, T) per-token rewards (e.g. ``shape_rewards(...).rewards``).
+        values: (B, T) critic values at each token.
+        mask: (B, T) binary mask of real response tokens.
+        gamma: discount γ.
+        lam: GAE λ (0: one-step TD, 1: Monte Carlo minus the value).
+    Returns:
+        Advantages(advantages (B, T), returns (B, T)).
+    """
+    real = mask > 0
+    rewards = torch.where(real, rewards, 0.0)
+    values = torch.where(real, values, 0.0)
+    next_values = torch.cat([values[:, 1:], torch.zeros_like(values[:, :1])], dim=1)
+    deltas = rewards + gamma * next_values - values
+    running = torch.zeros_like(deltas[:, 0])
+    backwards = []
+    for t in reversed(range(deltas.shape[1])):
+        running = deltas[:, t] + gamma * lam * running
+        backwards.append(running)
+    advantages = torch.where(real, torch.stack(backwards[::-1], dim=1), 0.0)
+    return Advantages(advantages, torch.where(real, advantages + values, 0.0))
+
+
+# -------------------------------------------------------------------------------- clipped losses
+class PolicyLossOutput(NamedTuple):
+    """Clipped surrogate loss and its diagnostics (the diagnostics carry no gradient)."""
+
+    loss: torch.Tensor
+    """Scalar loss to minimise."""
+    clipfrac: torch.Tensor
+    """Scalar fraction of real tokens where the clipped term was the larger (active clip)."""
+    approxkl: torch.Tensor
+    """Scalar k2 estimate ``½·(logp - old_logp)²`` of KL(old ‖ new), averaged over real tokens."""
+    ratio_mean: torch.Tensor
+    """Scalar mean probability ratio π/π_old over real tokens."""
+
+
+def clipped_policy_loss(
+    logp: torch.Tensor,
+    old_logp: torch.Tensor,
+    advantages: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range: float,
+) -> PolicyLossOutput:
+    """PPO's pessimistic clipped surrogate: ``mean(max(-A·ρ, -A·clip(ρ, 1-ε, 1+ε)))``.
+
+    Args:
+        logp: (B, T) log-probs of the sampled tokens under the policy being trained.
+        old_logp: (B, T) log-probs of the same tokens at rollout time.
+        advantages: (B, T) advantages (usually whitened).
+        mask: (B, T) binary mask of real response tokens.
+        clip_range: ε.
+    Returns:
+        PolicyLossOutput(loss, clipfrac, approxkl, ratio_mean), all scalars.
+    """
+    log_ratio = logp - old_logp
+    ratio = torch.exp(log_ratio)
+    unclipped = -advantages * ratio
+    clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
+    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped > unclipped).float(), mask)
+        approxkl = masked_mean(0.5 * log_ratio.square(), mask)
+        ratio_mean = masked_mean(ratio, mask)
+    return PolicyLossOutput(loss, clipfrac, approxkl, ratio_mean)
+
+
+class ValueLossOutput(NamedTuple):
+    """Clipped value loss and how often its clip was active (no gradient)."""
+
+    loss: torch.Tensor
+    """Scalar loss to minimise."""
+    clipfrac: torch.Tensor
+    """Scalar fraction of real tokens where the clipped error was the larger."""
+
+
+def clipped_value_loss(
+    values: torch.Tensor,
+    old_values: torch.Tensor,
+    returns: torch.Tensor,
+    mask: torch.Tensor,
+    clip_range_value: float,
+) -> ValueLossOutput:
+    """Critic loss ``½·mean(max((V - R)², (clip(V, V_old ± ε) - R)²))``, PPO's trust region for V.
+
+    Args:
+        values: (B, T) critic values being trained.
+        old_values: (B, T) critic values at rollout time.
+        returns: (B, T) value targets (``gae(...).returns``).
+        mask: (B, T) binary mask of real response tokens.
+        clip_range_value: ε, the largest move of V from V_old that still lowers the loss.
+    Returns:
+        ValueLossOutput(loss, clipfrac), both scalars.
+    """
+    clipped_values = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)
+    unclipped_error = (values - returns).square()
+    clipped_error = (clipped_values - returns).square()
+    loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
+    with torch.no_grad():
+        clipfrac = masked_mean((clipped_error > unclipped_error).float(), mask)
+    return ValueLossOutput(loss, clipfrac)
+
+
+# ------------------------------------------------------------------------------------- entropy
+def entropy_from_logits(logits: torch.Tensor) -> torch.Tensor:
+    """Entropy of the softmax distribution at each position, for the entropy metric and bonus.
+
+    Uses ``H = logsumexp(z) - Σ softmax(z)·z`` in float32, which never exponentiates a large
+    logit. Logits must be finite.
+
+    Args:
+        logits: (B, T, V) unnormalised scores.
+    Returns:
+        (B, T) entropies in nats.
+    """
+    logits = logits.float()
+    return torch.logsumexp(logits, dim=-1) - (torch.softmax(logits, dim=-1) * logits).sum(-1)

@@ -1,0 +1,53 @@
+"""Supervised fine-tuning: the causal-LM loss on response tokens, prompt tokens masked."""
+
+from __future__ import annotations
+
+import lightning
+import torch
+
+from leash.config import SFTConfig
+from leash.data.types import SFTBatch
+from leash.losses.logprobs import response_logps
+from leash.modules.optim import build_optimizer
+
+
+def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean negative log-likelihood per response token of a batch, and the token count.
+
+    Args:
+        logits: (B, T, V) policy output over prompt + response.
+        labels: (B, T) ids with IGNORE_INDEX on prompt and padding.
+    """
+    summed, counts = response_logps(logits, labels)
+    tokens = counts.sum()
+    return -summed.sum() / tokens.clamp(min=1), tokens
+
+
+class SFTModule(lightning.LightningModule):
+    """Trains ``policy`` to imitate the responses of the SFT view of the shared data module."""
+
+    def __init__(self, policy: torch.nn.Module, algo: SFTConfig):
+        super().__init__()
+        self.policy = policy
+        self.algo = algo
+
+    @property
+    def roles(self) -> dict[str, torch.nn.Module]:
+        """The networks this algorithm holds, by role (read by the resource metrics)."""
+        return {"policy": self.policy}
+
+    def _step(self, batch: SFTBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        logits = self.policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+        return sft_loss(logits, batch.labels)
+
+    def training_step(self, batch: SFTBatch, batch_idx: int) -> torch.Tensor:
+        loss, _ = self._step(batch)
+        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss
+
+    def validation_step(self, batch: SFTBatch, batch_idx: int) -> None:
+        loss, _ = self._step(batch)
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch))
+
+    def configure_optimizers(self):
+        return build_optimizer(self.policy.parameters(), self.algo)
