@@ -16,7 +16,6 @@ How TRL is called, least invasively:
 
 from __future__ import annotations
 
-import os
 import warnings
 from collections.abc import Callable
 from types import SimpleNamespace
@@ -30,8 +29,7 @@ from trl import DPOConfig, DPOTrainer, RewardConfig, RewardTrainer
 from leash.losses.preference import bradley_terry_loss, preference_loss
 from leash.models.tokenizers import build_byte_tokenizer
 
-os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
-with warnings.catch_warnings():
+with warnings.catch_warnings():  # TRL warns that trl.experimental is unstable
     warnings.simplefilter("ignore")
     from trl.experimental.cpo import CPOTrainer
 
@@ -159,15 +157,25 @@ def dpo_trainer(tmp_path_factory) -> Callable[[str, float, float], DPOTrainer]:
         key = (loss_type, beta, label_smoothing)
         if key not in built:
             config = GPT2Config(
-                vocab_size=len(tokenizer), n_embd=8, n_layer=1, n_head=1, n_positions=32,
-                bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+                vocab_size=len(tokenizer),
+                n_embd=8,
+                n_layer=1,
+                n_head=1,
+                n_positions=32,
+                bos_token_id=tokenizer.bos_token_id,
+                eos_token_id=tokenizer.eos_token_id,
                 pad_token_id=tokenizer.pad_token_id,
-            )  # fmt: skip
+            )
             args = DPOConfig(
-                output_dir=str(tmp_path_factory.mktemp("dpo")), report_to="none", use_cpu=True,
-                bf16=False, precompute_ref_log_probs=True, loss_type=[loss_type], beta=beta,
+                output_dir=str(tmp_path_factory.mktemp("dpo")),
+                report_to="none",
+                use_cpu=True,
+                bf16=False,
+                precompute_ref_log_probs=True,
+                loss_type=[loss_type],
+                beta=beta,
                 label_smoothing=label_smoothing,
-            )  # fmt: skip
+            )
             built[key] = DPOTrainer(
                 model=GPT2LMHeadModel(config),
                 args=args,
@@ -197,8 +205,9 @@ def test_crosscheck_cases_are_not_trivial():
     """Guard: the data must give both accuracy values, active hinges and cDPO != DPO."""
     accuracies = _ours("sigmoid", 0.1, 0.0, slice(None))["rewards/accuracies"]
     assert 0 < accuracies < 1
-    hinge = preference_loss("hinge", POLICY_CHOSEN, POLICY_REJECTED, REFERENCE_CHOSEN,
-                            REFERENCE_REJECTED, beta=0.5).losses  # fmt: skip
+    hinge = preference_loss(
+        "hinge", POLICY_CHOSEN, POLICY_REJECTED, REFERENCE_CHOSEN, REFERENCE_REJECTED, beta=0.5
+    ).losses
     assert (hinge == 0).any() and (hinge > 0).any()
     assert _ours("sigmoid", 0.1, 0.1, slice(None)) != _ours("sigmoid", 0.1, 0.0, slice(None))
 
@@ -226,10 +235,17 @@ def test_simpo_matches_trl_cpo(beta, gamma, smoothing):
         stand_in, POLICY_CHOSEN / CHOSEN_LENGTHS, POLICY_REJECTED / REJECTED_LENGTHS
     )
     ours = preference_loss(
-        "simpo", POLICY_CHOSEN, POLICY_REJECTED, None, None, beta=beta, simpo_gamma=gamma,
-        label_smoothing=smoothing, chosen_lengths=CHOSEN_LENGTHS,
+        "simpo",
+        POLICY_CHOSEN,
+        POLICY_REJECTED,
+        None,
+        None,
+        beta=beta,
+        simpo_gamma=gamma,
+        label_smoothing=smoothing,
+        chosen_lengths=CHOSEN_LENGTHS,
         rejected_lengths=REJECTED_LENGTHS,
-    )  # fmt: skip
+    )
     # TRL's CPO adds cpo_alpha * NLL of the chosen responses outside cpo_loss; SimPO sets
     # cpo_alpha = 0 and that SFT term is no part of the preference loss, so it is not compared.
     torch.testing.assert_close(ours.losses, trl_losses, rtol=0, atol=ATOL)
@@ -259,13 +275,21 @@ def reward_trainer(tmp_path_factory) -> Callable[[float | None], RewardTrainer]:
     def build(center_coef: float | None) -> RewardTrainer:
         if center_coef not in built:
             config = GPT2Config(
-                vocab_size=len(tokenizer), n_embd=8, n_layer=1, n_head=1, n_positions=32,
-                num_labels=1, pad_token_id=tokenizer.pad_token_id,
-            )  # fmt: skip
+                vocab_size=len(tokenizer),
+                n_embd=8,
+                n_layer=1,
+                n_head=1,
+                n_positions=32,
+                num_labels=1,
+                pad_token_id=tokenizer.pad_token_id,
+            )
             args = RewardConfig(
-                output_dir=str(tmp_path_factory.mktemp("rm")), report_to="none", use_cpu=True,
-                bf16=False, center_rewards_coefficient=center_coef,
-            )  # fmt: skip
+                output_dir=str(tmp_path_factory.mktemp("rm")),
+                report_to="none",
+                use_cpu=True,
+                bf16=False,
+                center_rewards_coefficient=center_coef,
+            )
             built[center_coef] = RewardTrainer(
                 model=GPT2ForSequenceClassification(config),
                 args=args,

@@ -167,7 +167,7 @@ def ipo_loss(
     """
     chosen = _log_ratios(policy_chosen_logps, reference_chosen_logps)
     rejected = _log_ratios(policy_rejected_logps, reference_rejected_logps)
-    gap = chosen - rejected
+    gap = _per_token(chosen, chosen_lengths) - _per_token(rejected, rejected_lengths)
     losses = (gap - 1 / (2 * beta)) ** 2
     return _reference_output(losses, chosen, rejected, beta)
 
