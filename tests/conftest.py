@@ -1,0 +1,23 @@
+"""Shared fixtures: every test runs offline, with its own artifact cache and output folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+@pytest.fixture
+def isolated_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private cache and output folder for CLI runs (environment variables read by conf/)."""
+    monkeypatch.setenv("LEASH_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("LEASH_OUTPUT_DIR", str(tmp_path / "outputs"))
+    return tmp_path
