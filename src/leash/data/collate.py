@@ -82,9 +82,7 @@ class PairCollator:
 
     def __call__(self, rows: Sequence[EncodedPair]) -> PreferenceBatch:
         """Collate one batch."""
-        length = max(
-            len(r.prompt_ids) + max(len(r.chosen_ids), len(r.rejected_ids)) for r in rows
-        )
+        length = max(len(r.prompt_ids) + max(len(r.chosen_ids), len(r.rejected_ids)) for r in rows)
         prompts = [r.prompt_ids for r in rows]
         chosen = pad_right(prompts, [r.chosen_ids for r in rows], length, self.pad_id)
         rejected = pad_right(prompts, [r.rejected_ids for r in rows], length, self.pad_id)

@@ -3,7 +3,8 @@
 Prompt and responses are tokenised separately, so the split is exact by construction:
 ``prompt_ids = tokenizer(prompt)`` (with its special tokens, e.g. a leading BOS; a rendered chat
 prompt that already starts with the BOS text is encoded without adding another), and
-``response_ids = tokenizer(response, add_special_tokens=False) + [eos]``.
+``response_ids = tokenizer(response, add_special_tokens=False) + [eos]`` (no EOS for a response
+whose ``ended`` flag is False: it was cut at a length limit).
 
 Budgets: ``max_prompt_length`` tokens of prompt and ``max_length`` tokens of prompt + response.
 ``truncate_prompt_left`` keeps the prompt's last tokens (and its leading BOS, when it has one),
@@ -174,7 +175,7 @@ class RowEncoder:
             if isinstance(row, BadReason):
                 report.add(row, source_index)
         prompts = self.tokenize_prompts([row.prompt for _, row in good])
-        responses = self._tokenize_responses([_responses(row) for _, row in good])
+        responses = self._tokenize_responses([row for _, row in good])
         kept: list[EncodedRow] = []
         for (source_index, row), prompt_ids, response_ids in zip(
             good, prompts, responses, strict=True
@@ -196,14 +197,14 @@ class RowEncoder:
         marked = iter(self._tokenize([text for text, bos in pairs if bos], False))
         return [next(marked) if bos else next(plain) for bos in has_bos]
 
-    def _tokenize_responses(self, responses: Sequence[tuple[str, ...]]) -> list[list[list[int]]]:
-        """Per row, the ids of each response followed by EOS."""
-        flat = self._tokenize([text for texts in responses for text in texts], False)
-        grouped, start = [], 0
-        for texts in responses:
-            grouped.append([ids + [self.eos_id] for ids in flat[start : start + len(texts)]])
-            start += len(texts)
-        return grouped
+    def _tokenize_responses(self, rows: Sequence[NormalisedRow]) -> list[list[list[int]]]:
+        """Per row, the ids of each response followed by EOS (unless it was cut)."""
+        responses = [_responses(row) for row in rows]
+        flat = iter(self._tokenize([text for pairs in responses for text, _ in pairs], False))
+        return [
+            [next(flat) + ([] if ended is False else [self.eos_id]) for _, ended in pairs]
+            for pairs in responses
+        ]
 
     def _tokenize(self, texts: Sequence[str], special: bool) -> list[list[int]]:
         if not texts:
@@ -250,8 +251,11 @@ def unique_prompts(rows: Sequence[EncodedRow]) -> list[EncodedPrompt]:
     return list(seen.values())
 
 
-def _responses(row: NormalisedRow) -> tuple[str, ...]:
-    return (row.chosen, row.rejected) if isinstance(row, PreferenceRow) else (row.response,)
+def _responses(row: NormalisedRow) -> list[tuple[str, bool | None]]:
+    """(text, ended flag) of each response of a row."""
+    if isinstance(row, PreferenceRow):
+        return [(row.chosen, row.chosen_ended), (row.rejected, row.rejected_ended)]
+    return [(row.response, row.ended)]
 
 
 def _encoded(

@@ -21,6 +21,12 @@ full conversation must start with prompt text + content, otherwise the row is ``
 Whatever the template writes after the content (its end-of-turn text) is *not* part of the
 response: the encoder appends the tokenizer's EOS instead, which is what a policy emits to stop.
 
+End of response: the encoder appends EOS to every response, except where an ``ended`` column
+(``chosen_ended`` / ``rejected_ended``, or ``ended`` in an SFT corpus) is False: such a response
+was cut at a length limit and must not get one. Where that column is True, an empty text is a
+legitimate answer (EOS alone), as the built-in tasks can produce; elsewhere it is
+``empty_response``.
+
 Defects found here (missing field, unparseable, empty text, identical responses) come back as a
 :class:`BadReason` instead of a row; token-level defects are the encoder's.
 """
@@ -72,6 +78,9 @@ class RowScores(NamedTuple):
 CARRIED_COLUMNS: tuple[str, ...] = RowScores._fields
 """Extra columns read when present (gold rewards of built-in tasks, stored reference log-probs)."""
 
+ENDED_COLUMNS = ("chosen_ended", "rejected_ended", "ended")
+"""Optional booleans: did the response end with EOS (False: cut at a limit, no EOS appended)."""
+
 
 @dataclass(frozen=True)
 class PreferenceRow:
@@ -81,6 +90,9 @@ class PreferenceRow:
     chosen: str
     rejected: str
     scores: RowScores = RowScores()
+    chosen_ended: bool | None = None
+    """False: the response was cut and gets no EOS; None: no such column (EOS appended)."""
+    rejected_ended: bool | None = None
 
 
 @dataclass(frozen=True)
@@ -89,6 +101,8 @@ class SFTRow:
 
     prompt: str
     response: str
+    ended: bool | None = None
+    """False: the response was cut and gets no EOS; None: no such column (EOS appended)."""
 
 
 NormalisedRow = PreferenceRow | SFTRow
@@ -124,13 +138,12 @@ def normalise(
     """
     if kind == RowKind.sft:
         return _sft_row(raw, tokenizer)
-    fields = ("prompt", "chosen", "rejected") if kind == RowKind.explicit else ("chosen", "rejected")
-    if kind == RowKind.conversational and "prompt" in raw:
-        fields = ("prompt", "chosen", "rejected")
+    has_prompt = kind == RowKind.explicit or (kind == RowKind.conversational and "prompt" in raw)
+    fields = ("prompt", "chosen", "rejected") if has_prompt else ("chosen", "rejected")
     if any(raw.get(name) is None for name in fields):
         return BadReason.missing_field
-    scores = _scores(raw)
-    if scores is None:
+    scores, ended = _scores(raw), _ended(raw, "chosen_ended", "rejected_ended")
+    if scores is None or ended is None:
         return BadReason.unparseable
     if kind == RowKind.explicit:
         parts = _strings(raw["prompt"], raw["chosen"], raw["rejected"])
@@ -142,8 +155,10 @@ def normalise(
     if isinstance(parts, BadReason):
         return parts
     prompt, chosen, rejected = parts
-    problem = check_texts(prompt, (chosen, rejected))
-    return problem if problem is not None else PreferenceRow(prompt, chosen, rejected, scores)
+    problem = check_texts(prompt, (chosen, rejected), ended)
+    if problem is not None:
+        return problem
+    return PreferenceRow(prompt, chosen, rejected, scores, *ended)
 
 
 def split_implicit(chosen: str, rejected: str) -> tuple[str, str, str] | BadReason:
@@ -164,13 +179,21 @@ def split_implicit(chosen: str, rejected: str) -> tuple[str, str, str] | BadReas
     return chosen[:end], chosen[end:], rejected[end:]
 
 
-def check_texts(prompt: str, responses: Sequence[str]) -> BadReason | None:
-    """Text-level checks: empty (or blank) prompt, empty response, identical responses."""
+def check_texts(
+    prompt: str, responses: Sequence[str], ended: Sequence[bool | None]
+) -> BadReason | None:
+    """Text-level checks: empty (or blank) prompt, empty response, identical responses.
+
+    ``ended[i]`` is the response's ended flag: a blank response that ended is EOS alone, not
+    empty; two responses are identical when both text and flag agree.
+    """
     if not prompt.strip():
         return BadReason.empty_prompt
-    if any(not response.strip() for response in responses):
+    if any(
+        not text.strip() and stop is not True for text, stop in zip(responses, ended, strict=True)
+    ):
         return BadReason.empty_response
-    if len(responses) == 2 and responses[0] == responses[1]:
+    if len(responses) == 2 and (responses[0], ended[0]) == (responses[1], ended[1]):
         return BadReason.identical_responses
     return None
 
@@ -195,10 +218,19 @@ def _scores(raw: Mapping[str, Any]) -> RowScores | None:
     return RowScores(*values)
 
 
+def _ended(raw: Mapping[str, Any], *names: str) -> tuple[bool | None, ...] | None:
+    """The ended flags of a row (None where absent); None when one is not a boolean."""
+    flags = tuple(raw.get(name) for name in names)
+    return flags if all(flag is None or isinstance(flag, bool) for flag in flags) else None
+
+
 def _sft_row(raw: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> SFTRow | BadReason:
     prompt, response = raw.get("prompt"), raw.get("response")
     if prompt is None or response is None:
         return BadReason.missing_field
+    ended = _ended(raw, "ended")
+    if ended is None:
+        return BadReason.unparseable
     if isinstance(prompt, list):
         if isinstance(response, str):
             response = [{"role": "assistant", "content": response}]
@@ -207,8 +239,8 @@ def _sft_row(raw: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> SFTR
         parts = _strings(prompt, response)
     if isinstance(parts, BadReason):
         return parts
-    problem = check_texts(parts[0], parts[1:])
-    return problem if problem is not None else SFTRow(parts[0], parts[1])
+    problem = check_texts(parts[0], parts[1:], ended)
+    return problem if problem is not None else SFTRow(parts[0], parts[1], *ended)
 
 
 # ------------------------------------------------------------------------- conversational

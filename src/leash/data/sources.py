@@ -22,14 +22,14 @@ import datasets
 import numpy as np
 
 from leash.config import DataConfig, DataSource
-from leash.data.formats import CARRIED_COLUMNS
+from leash.data.formats import CARRIED_COLUMNS, ENDED_COLUMNS
 
 log = logging.getLogger(__name__)
 
 FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
 """File extension -> ``datasets`` packaged builder."""
 
-ROW_COLUMNS = ("prompt", "chosen", "rejected", "response", *CARRIED_COLUMNS)
+ROW_COLUMNS = ("prompt", "chosen", "rejected", "response", *CARRIED_COLUMNS, *ENDED_COLUMNS)
 """The only columns read; any other column is ignored."""
 
 CARVE_STREAM, TRAIN_ORDER_STREAM, EVAL_ORDER_STREAM = 0, 1, 2
@@ -57,9 +57,7 @@ def load_source(cfg: DataConfig) -> SourceSplits:
     if cfg.source == DataSource.hub:
         loaded = datasets.load_dataset(cfg.path, cfg.subset)
     elif cfg.source == DataSource.files:
-        loaded = datasets.DatasetDict(
-            {cfg.train_split: _load_files(cfg.path, cfg.train_split)}
-        )
+        loaded = datasets.DatasetDict({cfg.train_split: _load_files(cfg.path, cfg.train_split)})
     else:
         loaded = datasets.load_from_disk(cfg.path)
         if isinstance(loaded, datasets.Dataset):
@@ -96,9 +94,7 @@ def read_rows(dataset: datasets.Dataset) -> list[dict[str, Any]]:
 
 
 # --------------------------------------------------------------------------------- splitting
-def carve_eval(
-    keys: Sequence[Hashable], fraction: float, seed: int
-) -> tuple[list[int], list[int]]:
+def carve_eval(keys: Sequence[Hashable], fraction: float, seed: int) -> tuple[list[int], list[int]]:
     """Hold out a seeded ``fraction`` of the groups of rows sharing a key (their prompt).
 
     Grouping by prompt keeps every pair of a held-out prompt out of training, so eval prompts
@@ -120,9 +116,7 @@ def carve_eval(
     return train_rows, eval_rows
 
 
-def shuffle_and_cap(
-    rows: Sequence[int], limit: int | None, seed: int, stream: int
-) -> list[int]:
+def shuffle_and_cap(rows: Sequence[int], limit: int | None, seed: int, stream: int) -> list[int]:
     """A seeded permutation of ``rows``, cut to its first ``limit`` entries (None keeps all)."""
     order = np.random.default_rng([seed, stream]).permutation(len(rows))
     shuffled = [rows[i] for i in order]

@@ -1,0 +1,250 @@
+"""The one LightningDataModule every algorithm reads: the same preferences, split and order.
+
+``setup()`` loads the source, normalises every row (formats), holds out an eval split when the
+source has none (by prompt, seeded), shuffles and caps each split (seeded), tokenises and checks
+budgets (encoding), and reports bad rows. Splits are named ``train`` and ``eval`` whatever the
+source calls them. The ``view`` picks what the dataloaders yield:
+
+- ``pairs``   -> PreferenceBatch (reward model, DPO family),
+- ``sft``     -> SFTBatch (SFT corpus rows, or prompt + chosen of preference rows),
+- ``prompts`` -> PromptBatch of the split's deduplicated prompts, left padded (PPO rollouts).
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import Any, Literal, get_args
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader
+from transformers import PreTrainedTokenizerBase
+
+from leash.config import BadRows, DataConfig
+from leash.data.collate import PairCollator, PromptCollator, ReferenceLogps, SFTCollator
+from leash.data.encoding import (
+    BadRowReport,
+    Budget,
+    EncodedPair,
+    EncodedPrompt,
+    EncodedRow,
+    EncodedSFT,
+    RowEncoder,
+    unique_prompts,
+)
+from leash.data.formats import BadReason, NormalisedRow, RowKind, normalise, resolve_kind
+from leash.data.sources import (
+    EVAL_ORDER_STREAM,
+    TRAIN_ORDER_STREAM,
+    carve_eval,
+    load_source,
+    read_rows,
+    shuffle_and_cap,
+)
+
+log = logging.getLogger(__name__)
+
+View = Literal["pairs", "sft", "prompts"]
+Split = Literal["train", "eval"]
+SPLITS: tuple[Split, ...] = ("train", "eval")
+
+_Items = list[tuple[int, NormalisedRow | BadReason]]
+
+
+@dataclass
+class _SplitData:
+    """The kept rows of one split and its deduplicated prompts."""
+
+    rows: list[EncodedRow]
+    prompts: list[EncodedPrompt]
+
+
+class PreferenceDataModule(L.LightningDataModule):
+    """Preference (or SFT-corpus) data from any source, as the batches of one view.
+
+    Args:
+        cfg: the data config (``source`` must not be ``task``: the caller resolves a built-in
+            task into a ``disk`` source first).
+        tokenizer: the policy's tokenizer (its chat template renders conversational rows).
+        view: ``pairs``, ``sft`` or ``prompts``.
+        seed: seeds the eval hold-out, the row order and the training shuffle.
+    """
+
+    def __init__(
+        self, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, view: View, seed: int = 0
+    ) -> None:
+        super().__init__()
+        if view not in get_args(View):
+            raise ValueError(f"view: must be one of {get_args(View)}, got {view!r}")
+        self.cfg = cfg
+        self.tokenizer = tokenizer
+        self.view: View = view
+        self.seed = seed
+        pad_id = tokenizer.pad_token_id
+        # GPT-2-like tokenizers have no pad token; the attention mask makes the filler harmless.
+        self.pad_id: int = tokenizer.eos_token_id if pad_id is None else pad_id
+        self.kind: RowKind | None = None
+        self._splits: dict[Split, _SplitData] = {}
+        self._report: BadRowReport | None = None
+        self._reference: dict[Split, ReferenceLogps] = {}
+
+    # ------------------------------------------------------------------------------- setup
+    def prepare_data(self) -> None:
+        """Nothing to download ahead: ``setup`` loads (sources are local or hub-cached)."""
+
+    def setup(self, stage: str | None = None) -> None:
+        """Load, split, encode and check every split once (later calls do nothing)."""
+        if self._report is not None:
+            return
+        source = load_source(self.cfg)
+        train_raw = read_rows(source.train)
+        if not train_raw:
+            raise ValueError(f"data: split {source.train_name!r} of {self.cfg.path} is empty")
+        sample = next((raw for raw in train_raw if raw.get("chosen") is not None), train_raw[0])
+        self.kind = kind = resolve_kind(self.cfg.format, source.train.column_names, sample)
+        if kind == RowKind.sft and self.view == "pairs":
+            raise ValueError(
+                f"data: {self.cfg.path} is an SFT corpus (prompt/response); the `pairs` view "
+                "needs preference rows (chosen/rejected)"
+            )
+        train_items = self._normalise(train_raw, kind)
+        if source.eval is None:
+            log.info(
+                "data: no eval split %r; holding out %.0f%% of the train prompts",
+                self.cfg.eval_split,
+                100 * self.cfg.eval_fraction,
+            )
+            keys = [
+                ("bad", i) if isinstance(row, BadReason) else row.prompt for i, row in train_items
+            ]
+            train_rows, eval_rows = carve_eval(keys, self.cfg.eval_fraction, self.seed)
+            eval_items = [train_items[i] for i in eval_rows]
+            train_items = [train_items[i] for i in train_rows]
+            eval_name = source.train_name
+        else:
+            eval_items = self._normalise(read_rows(source.eval), kind)
+            eval_name = str(source.eval_name)
+        train_items = self._order(train_items, self.cfg.max_train_rows, TRAIN_ORDER_STREAM)
+        eval_items = self._order(eval_items, self.cfg.max_eval_rows, EVAL_ORDER_STREAM)
+
+        encoder = RowEncoder(self.tokenizer, Budget.from_config(self.cfg))
+        train, train_report = encoder.encode_split("train", source.train_name, train_items)
+        evals, eval_report = encoder.encode_split("eval", eval_name, eval_items)
+        report = BadRowReport([train_report, eval_report])
+        self._check(report)
+        self._splits = {
+            "train": _SplitData(train, unique_prompts(train)),
+            "eval": _SplitData(evals, unique_prompts(evals)),
+        }
+        self._report = report
+        log.info("data %s (%s rows): %s", self.cfg.name, kind.value, report.summary())
+
+    def _normalise(self, raw_rows: list[dict[str, Any]], kind: RowKind) -> _Items:
+        """Every raw row as (source index, normalised row or reason)."""
+        return [(i, normalise(raw, kind, self.tokenizer)) for i, raw in enumerate(raw_rows)]
+
+    def _order(self, items: _Items, limit: int | None, stream: int) -> _Items:
+        """The split's rows in seeded order, capped at ``limit``."""
+        return [items[i] for i in shuffle_and_cap(range(len(items)), limit, self.seed, stream)]
+
+    def _check(self, report: BadRowReport) -> None:
+        """Apply the bad-row policy; a split left without rows is always an error."""
+        if report.total and self.cfg.bad_rows == BadRows.error:
+            raise ValueError("data.bad_rows=error and the data has bad rows:\n" + report.describe())
+        if report.total:
+            log.warning("data: skipping %d bad rows\n%s", report.total, report.describe())
+        for split in report.splits:
+            if split.rows_kept == 0:
+                raise ValueError(
+                    f"data: no usable rows left in the {split.split} split "
+                    f"({split.rows_read} read)\n{report.describe()}"
+                )
+
+    # --------------------------------------------------------------------------- accessors
+    @property
+    def bad_rows(self) -> BadRowReport:
+        """Rows read, kept and dropped per reason and per split."""
+        if self._report is None:
+            raise RuntimeError("PreferenceDataModule.setup() has not run yet")
+        return self._report
+
+    def _split(self, split: str) -> _SplitData:
+        if split not in SPLITS:
+            raise ValueError(f"split: must be one of {SPLITS}, got {split!r}")
+        if self._report is None:
+            raise RuntimeError("PreferenceDataModule.setup() has not run yet")
+        return self._splits[split]  # type: ignore[index]
+
+    def pairs(self, split: Split) -> list[EncodedPair]:
+        """The encoded preference pairs of a split, in order (``pairs(s)[i].index == i``)."""
+        rows = self._split(split).rows
+        if self.kind == RowKind.sft:
+            raise ValueError("data: an SFT corpus has no preference pairs")
+        return rows  # type: ignore[return-value]
+
+    def sft_rows(self, split: Split) -> list[EncodedSFT]:
+        """SFT examples of a split: corpus rows, or prompt + chosen of preference rows."""
+        rows = self._split(split).rows
+        return [row.as_sft() if isinstance(row, EncodedPair) else row for row in rows]
+
+    def prompts(self, split: Split) -> list[EncodedPrompt]:
+        """The deduplicated prompts of a split, in order of first occurrence."""
+        return self._split(split).prompts
+
+    def train_prompts(self) -> list[str]:
+        """Texts of the deduplicated training prompts (PPO rollouts)."""
+        return [p.prompt for p in self.prompts("train")]
+
+    def eval_prompts(self) -> list[str]:
+        """Texts of the deduplicated held-out prompts (the common evaluator)."""
+        return [p.prompt for p in self.prompts("eval")]
+
+    def attach_reference_logps(
+        self, split: Split, chosen: torch.Tensor, rejected: torch.Tensor
+    ) -> None:
+        """Store precomputed reference log-probs; later pair batches of ``split`` carry them.
+
+        ``chosen`` and ``rejected`` are (N,) summed log-probs, N = ``len(pairs(split))``,
+        entry i belonging to the pair with ``index == i``.
+        """
+        count = len(self.pairs(split))
+        for name, values in (("chosen", chosen), ("rejected", rejected)):
+            if tuple(values.shape) != (count,):
+                raise ValueError(
+                    f"reference {name} log-probs of split {split!r}: expected shape ({count},), "
+                    f"got {tuple(values.shape)}"
+                )
+        self._reference[split] = ReferenceLogps(
+            chosen.detach().to("cpu", torch.float32), rejected.detach().to("cpu", torch.float32)
+        )
+
+    # ------------------------------------------------------------------------- dataloaders
+    def train_dataloader(self) -> DataLoader:
+        """The train split in the view's batches, shuffled by a seeded generator."""
+        generator = torch.Generator().manual_seed(self.seed)
+        return self._loader("train", self.cfg.batch_size, shuffle=True, generator=generator)
+
+    def val_dataloader(self) -> DataLoader:
+        """The eval split in the view's batches, in order."""
+        return self._loader("eval", self.cfg.eval_batch_size, shuffle=False, generator=None)
+
+    def _loader(
+        self, split: Split, batch_size: int, shuffle: bool, generator: torch.Generator | None
+    ) -> DataLoader:
+        if self.view == "pairs":
+            dataset: list = self.pairs(split)
+            collate = PairCollator(self.pad_id, self._reference.get(split))
+        elif self.view == "sft":
+            dataset, collate = self.sft_rows(split), SFTCollator(self.pad_id)
+        else:
+            dataset, collate = self.prompts(split), PromptCollator(self.pad_id)
+        return DataLoader(
+            dataset,
+            batch_size=batch_size,
+            shuffle=shuffle,
+            generator=generator,
+            collate_fn=collate,
+            num_workers=self.cfg.num_workers,
+            persistent_workers=self.cfg.num_workers > 0,
+        )
