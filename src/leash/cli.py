@@ -45,6 +45,15 @@ def _instantiate_group(group: DictConfig | None) -> list:
     return [hydra.utils.instantiate(node) for node in group.values() if node is not None]
 
 
+def _log_through_hydra_only() -> None:
+    """Lightning attaches its own console handlers; Hydra's root handler already prints (and
+    writes the job's log file), so drop Lightning's to avoid every line appearing twice."""
+    for name in ("lightning.pytorch", "lightning.fabric"):
+        logger = logging.getLogger(name)
+        logger.handlers.clear()
+        logger.propagate = True
+
+
 def train_job(cfg: DictConfig) -> None:
     """One `leash train` job: validate, build the Trainer, run the algorithm's recipe."""
     try:
@@ -55,6 +64,8 @@ def train_job(cfg: DictConfig) -> None:
     import lightning  # heavy imports (torch, transformers) only once the config is valid
 
     from leash.recipes import run_recipe
+
+    _log_through_hydra_only()
 
     lightning.seed_everything(typed.seed, workers=True)
     callbacks = _instantiate_group(cfg.callbacks)

@@ -47,7 +47,7 @@ def run_sft(cfg: TrainConfig, trainer: lightning.Trainer) -> None:
     artifact cache, where every later stage (and every job of a sweep) finds it.
     """
     stages = Stages(cfg)
-    base_path = stages.base_model_path()
+    base_path = stages.base_model_path
     tokenizer = load_tokenizer(stages.tokenizer_path(), cfg.model)
     datamodule = PreferenceDataModule(stages.sft_data(), tokenizer, view="sft", seed=cfg.seed)
     key = stages.sft_key()

@@ -41,6 +41,7 @@ class Stages:
             return None
         return SyntheticTask.from_config(self.cfg.data.task)
 
+    @cached_property
     def base_model_path(self) -> str:
         """The starting network: a hub name or folder, or the cached tiny preset's folder."""
         model = self.cfg.model
@@ -56,7 +57,7 @@ class Stages:
 
     def tokenizer_path(self) -> str:
         """Where the tokenizer of every role is loaded from."""
-        return self.cfg.model.tokenizer or self.base_model_path()
+        return self.cfg.model.tokenizer or self.base_model_path
 
     def sft_data(self) -> DataConfig:
         """The data config of the SFT view: the task's own corpus, or the preference source."""
