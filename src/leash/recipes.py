@@ -17,6 +17,7 @@ import lightning
 from leash.cache import link_or_copy_tree
 from leash.config import TrainConfig
 from leash.data.datamodule import PreferenceDataModule
+from leash.evaluation.evaluator import EvalContext
 from leash.models.factory import load_causal_lm, load_tokenizer, save_policy
 from leash.modules.sft import SFTModule
 from leash.stages import Stages
@@ -40,6 +41,14 @@ def write_artifacts(cfg: TrainConfig, **artifacts: str) -> None:
     path.write_text(json.dumps(artifacts, indent=2))
 
 
+def eval_prompts(stages: Stages, datamodule: PreferenceDataModule) -> list[str]:
+    """Held-out prompts every algorithm is evaluated on: the task's, or the data's eval split."""
+    if stages.task is not None:
+        return stages.task.heldout_prompts
+    datamodule.setup("fit")
+    return datamodule.eval_prompts()
+
+
 def run_sft(cfg: TrainConfig, trainer: lightning.Trainer) -> None:
     """Train the SFT policy, or reuse the cached one for this config, and evaluate it.
 
@@ -50,16 +59,20 @@ def run_sft(cfg: TrainConfig, trainer: lightning.Trainer) -> None:
     base_path = stages.base_model_path
     tokenizer = load_tokenizer(stages.tokenizer_path(), cfg.model)
     datamodule = PreferenceDataModule(stages.sft_data(), tokenizer, view="sft", seed=cfg.seed)
+    # The SFT policy is its own reference: its KL is 0 and the frontier starts at it.
+    context = EvalContext(tokenizer, eval_prompts(stages, datamodule), task=stages.task)
     key = stages.sft_key()
     if stages.cache.has("sft", key):
         cached = stages.sft_policy_path()
         log.info("SFT policy for this config is cached (%s): evaluating it, not retraining", cached)
-        policy = load_causal_lm(str(cached), cfg.model, tokenizer, trainable=False)
-        trainer.validate(SFTModule(policy, cfg.algo), datamodule=datamodule)
+        module = SFTModule(load_causal_lm(str(cached), cfg.model, tokenizer, trainable=False), cfg.algo)
+        module.eval_context = context
+        trainer.validate(module, datamodule=datamodule)
         write_artifacts(cfg, base_model=base_path, policy=str(cached))
         return
     policy = load_causal_lm(base_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
     module = SFTModule(policy, cfg.algo)
+    module.eval_context = context
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
     if trainer.is_global_zero:
         run_policy = Path(cfg.paths.output_dir) / "policy"

@@ -1,0 +1,55 @@
+"""Runs the common evaluator at the end of every validation epoch, for every algorithm.
+
+The recipe attaches an :class:`~leash.evaluation.evaluator.EvalContext` to the LightningModule
+(``pl_module.eval_context``); this callback owns the sampling settings, so that every algorithm
+is measured with the same ones. Metrics are logged under ``eval/``; the sampled responses of the
+latest evaluation are written to ``eval_samples.jsonl`` in the run folder.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import asdict
+from pathlib import Path
+
+import lightning
+
+from leash.evaluation.evaluator import EvalSettings, PolicyEvaluator
+
+log = logging.getLogger(__name__)
+
+
+class PolicyEvaluation(lightning.Callback):
+    """Evaluates ``pl_module.policy`` with the shared settings after each validation epoch."""
+
+    def __init__(self, output_dir: str, table_rows: int = 16, **settings):
+        self.output_dir = Path(output_dir)
+        self.table_rows = table_rows
+        self.settings = EvalSettings(**settings)
+        self._evaluator: PolicyEvaluator | None = None
+        self.last_samples: list = []
+
+    def on_validation_epoch_end(self, trainer, pl_module) -> None:
+        if trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        context = getattr(pl_module, "eval_context", None)
+        if context is None:
+            log.warning("no eval_context on %s: skipping evaluation", type(pl_module).__name__)
+            return
+        if self._evaluator is None or self._evaluator.context is not context:
+            self._evaluator = PolicyEvaluator(context, self.settings)
+        result = self._evaluator.evaluate(pl_module.policy)
+        pl_module.log_dict(result.metrics, rank_zero_only=True)
+        self.last_samples = result.samples
+        self._write_samples(trainer.global_step, result.samples)
+
+    def _write_samples(self, step: int, samples: list) -> None:
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        path = self.output_dir / "eval_samples.jsonl"
+        tmp = path.with_suffix(f".tmp-{os.getpid()}")
+        with tmp.open("w") as handle:
+            for row in samples[: self.table_rows]:
+                handle.write(json.dumps({"step": step, **asdict(row)}) + "\n")
+        os.replace(tmp, path)
