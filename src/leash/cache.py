@@ -23,6 +23,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from leash import __version__
+
 log = logging.getLogger(__name__)
 
 _COMPLETE = ".complete"
@@ -43,6 +45,8 @@ def _canonical(value: Any) -> Any:
 
 def config_key(*parts: Any) -> str:
     """A short stable hash of config parts; any change to any part gives a new key."""
+    # The package version is part of every key: a new release never reuses an older artifact.
+    parts = (__version__, *parts)
     text = json.dumps([_canonical(p) for p in parts], sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
@@ -98,8 +102,17 @@ class ArtifactCache:
     def get_or_build(self, kind: str, key: str, build: Callable[[Path], None]) -> Path:
         """Return the artifact, building it first with ``build(tmp_dir)`` when it is missing.
 
-        The build runs under a per-artifact lock, so concurrent jobs of a sweep build it once:
-        the others wait, then reuse it.
+        ``build`` writes the artifact's files into ``tmp_dir``, which is stored atomically. The
+        build runs under a per-artifact lock, so concurrent jobs of a sweep build it once: the
+        others wait, then reuse it.
+        """
+        return self.build_once(kind, key, lambda tmp: self.store(kind, key, build))
+
+    def build_once(self, kind: str, key: str, build: Callable[[Path], object]) -> Path:
+        """Like :meth:`get_or_build`, for builders that store the artifact themselves.
+
+        ``build`` must leave ``kind/key`` complete in the cache (e.g. a child process that
+        stores what it trained); it gets the artifact's final path for reference.
         """
         if self.has(kind, key):
             log.info("cache: reusing %s %s (%s)", kind, key, self.path(kind, key))
@@ -110,9 +123,11 @@ class ArtifactCache:
                 return self.path(kind, key)
             started = time.perf_counter()
             log.info("cache: building %s %s", kind, key)
-            final = self.store(kind, key, build)
+            build(self.path(kind, key))
+            if not self.has(kind, key):
+                raise RuntimeError(f"building {kind} {key} stored nothing")
             log.info("cache: built %s %s in %.1fs", kind, key, time.perf_counter() - started)
-        return final
+        return self.path(kind, key)
 
 
 def link_or_copy_tree(source: Path, destination: Path) -> None:

@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 import hydra
 from hydra.core.config_store import ConfigStore
+from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from leash.config import ConfigError, register_configs, validate
@@ -71,7 +72,7 @@ def train_job(cfg: DictConfig) -> None:
     callbacks = _instantiate_group(cfg.callbacks)
     loggers = _instantiate_group(cfg.logger)
     trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    run_recipe(typed, trainer)
+    run_recipe(typed, trainer, list(HydraConfig.get().overrides.task))
 
 
 def _train_main(argv: Sequence[str]) -> None:

@@ -94,6 +94,27 @@ class ReferenceMode(str, Enum):
     precomputed = "precomputed"
 
 
+class RewardSource(str, Enum):
+    learned = "learned"
+    gold = "gold"
+
+
+class CriticInit(str, Enum):
+    reward = "reward"
+    policy = "policy"
+
+
+class MemoryMode(str, Enum):
+    separate = "separate"
+    shared_lora = "shared_lora"
+
+
+class KLEstimator(str, Enum):
+    k1 = "k1"
+    k2 = "k2"
+    k3 = "k3"
+
+
 # ---------------------------------------------------------------------------------------- data
 @dataclass
 class TaskConfig:
@@ -282,6 +303,66 @@ class RewardConfig(AlgoConfig):
     """Weight of the `(r_c + r_r)^2` penalty that centres rewards at zero."""
 
 
+@dataclass
+class PPOConfig(AlgoConfig):
+    """PPO-RLHF: on-policy rollouts scored by a reward model, under a per-token KL penalty.
+
+    One optimizer step of the Trainer is one PPO iteration: a rollout batch of
+    `data.batch_size` prompts x `samples_per_prompt`, then `ppo_epochs` passes of
+    `num_minibatches` clipped updates. `lr` is the policy's learning rate.
+    """
+
+    name: str = "ppo"
+    reward: RewardSource = RewardSource.learned
+    """Score rollouts with the `learned` reward model (PPO) or the task's `gold` reward (PPO-GT)."""
+    reward_model_path: str | None = None
+    """A trained reward model folder; None uses the cached `algo=reward` model of this config."""
+    critic_init: CriticInit = CriticInit.reward
+    """Initialise the critic from the reward model or from the policy (SFT) weights."""
+    critic_lr: float = _positive(1e-3)
+    """Critic learning rate."""
+    memory_mode: MemoryMode = MemoryMode.separate
+    """`separate` models, or one frozen base with LoRA adapters for policy and critic."""
+    samples_per_prompt: int = _positive(1)
+    """Responses sampled per prompt in a rollout."""
+    ppo_epochs: int = _positive(4)
+    """Passes over each rollout batch."""
+    num_minibatches: int = _positive(4)
+    """Minibatches per pass (the rollout batch must divide exactly)."""
+    clip_range: float = _positive(0.2)
+    """Policy ratio clip epsilon."""
+    clip_range_value: float = _positive(0.2)
+    """Value clip epsilon around the rollout's values."""
+    vf_coef: float = _positive(0.1)
+    """Value-loss weight (shared_lora mode, where policy and critic share one optimizer)."""
+    gamma: float = field(default=1.0, metadata={"ge": 0, "le": 1})
+    """Discount."""
+    lam: float = field(default=0.95, metadata={"ge": 0, "le": 1})
+    """GAE lambda."""
+    kl_coef: float = _non_negative(0.05)
+    """Initial (or fixed) coefficient of the per-token KL penalty."""
+    kl_estimator: KLEstimator = KLEstimator.k1
+    """Per-token KL estimator in the reward: k1 (unbiased, can be negative) or k3 (>= 0)."""
+    adaptive_kl: bool = False
+    """Adapt the KL coefficient towards `kl_target` (Ziegler et al. 2019)."""
+    kl_target: float = _positive(6.0)
+    """Target sequence KL of the adaptive controller."""
+    kl_horizon: int = _positive(10000)
+    """Horizon of the adaptive controller, in rollouts."""
+    whiten_rewards: bool = False
+    """Whiten shaped rewards over the rollout batch (across processes)."""
+    whiten_advantages: bool = True
+    """Whiten advantages over the rollout batch (across processes)."""
+    missing_eos_penalty: float | None = 1.0
+    """Subtracted once from the score of a response cut without EOS; None disables."""
+    entropy_coef: float = _non_negative(0.0)
+    """Entropy bonus weight."""
+    temperature: float = _positive(1.0)
+    """Rollout sampling temperature."""
+    max_new_tokens: int = _positive(64)
+    """Longest rollout response (a built-in task uses its own response length limit)."""
+
+
 # ----------------------------------------------------------------------------------- top level
 @dataclass
 class PathsConfig:
@@ -291,6 +372,16 @@ class PathsConfig:
     """This run's folder (checkpoints, metrics.json, logs)."""
     cache_dir: str = MISSING
     """Artifact cache shared by runs: SFT checkpoints, generated data, reward models."""
+
+
+@dataclass
+class UpstreamConfig:
+    """Extra overrides for the upstream stages a run builds when they are not cached."""
+
+    sft: list[str] = field(default_factory=list)
+    """Overrides of the SFT stage, e.g. `[algo.lr=3e-3,algo.max_steps=500]`."""
+    reward: list[str] = field(default_factory=list)
+    """Overrides of the reward-model stage (PPO with a learned reward)."""
 
 
 @dataclass
@@ -319,12 +410,23 @@ class TrainConfig:
     """Name of this run in logs and reports."""
     resume: bool = True
     """Resume from the run folder's last checkpoint when one exists."""
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    """How upstream artifacts (SFT policy, reward model) are built when the cache lacks them."""
 
 
 ALGO_SCHEMAS: dict[str, type[AlgoConfig]] = {
     "sft": SFTConfig,
-    "dpo": DPOConfig,
     "reward": RewardConfig,
+    # The DPO family: one schema, the variant chosen by `loss` (and its name in reports).
+    "dpo": DPOConfig,
+    "cdpo": DPOConfig,
+    "robust_dpo": DPOConfig,
+    "ipo": DPOConfig,
+    "slic": DPOConfig,
+    "simpo": DPOConfig,
+    # PPO with the learned reward model, and PPO-GT with the task's gold reward.
+    "ppo": PPOConfig,
+    "ppo_gt": PPOConfig,
 }
 
 
@@ -332,8 +434,8 @@ def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore; YAML files extend them through their defaults."""
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
-    for algo_name, schema in ALGO_SCHEMAS.items():  # algo/<name>.yaml extends schema/algo/<name>
-        store.store(group="schema/algo", name=algo_name, node=schema)
+    for schema in set(ALGO_SCHEMAS.values()):  # algo/<name>.yaml extends schema/algo/<Schema>
+        store.store(group="schema/algo", name=schema.__name__, node=schema)
 
 
 # ---------------------------------------------------------------------------------- validation

@@ -1,24 +1,34 @@
 """What each algorithm does with a ready Trainer: resolve artifacts, build models, fit, save.
 
-One function per algorithm; ``run_recipe`` dispatches on ``algo.name``. Recipes receive a
-validated config and an instantiated Trainer from ``cli.py`` and instantiate nothing from the
-config themselves.
+One function per algorithm family; ``run_recipe`` dispatches on the schema of ``algo``. Recipes
+receive a validated config and an instantiated Trainer from ``cli.py``; they load models through
+the factory and instantiate nothing from the config themselves.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager, nullcontext
 from pathlib import Path
 
 import lightning
+import torch
 
-from leash.cache import link_or_copy_tree
-from leash.config import TrainConfig
+from leash.cache import config_key, link_or_copy_tree
+from leash.config import DPOConfig, DPOLoss, ReferenceMode, RewardConfig, SFTConfig, TrainConfig
 from leash.data.datamodule import PreferenceDataModule
-from leash.evaluation.evaluator import EvalContext
-from leash.models.factory import load_causal_lm, load_tokenizer, save_policy
+from leash.evaluation.evaluator import EvalContext, ReferenceScope
+from leash.models.factory import (
+    load_causal_lm,
+    load_scalar_model,
+    load_tokenizer,
+    save_policy,
+)
+from leash.modules.dpo import DPOModule
+from leash.modules.reference import precompute_reference_logps
+from leash.modules.reward import RewardModelModule
 from leash.modules.sft import SFTModule
 from leash.stages import Stages
 
@@ -49,42 +59,148 @@ def eval_prompts(stages: Stages, datamodule: PreferenceDataModule) -> list[str]:
     return datamodule.eval_prompts()
 
 
-def run_sft(cfg: TrainConfig, trainer: lightning.Trainer) -> None:
+def allowed_tokens(stages: Stages) -> torch.Tensor | None:
+    """The policy's support on a built-in task (response words + EOS); None for real data."""
+    return stages.task.allowed_token_ids() if stages.task is not None else None
+
+
+def save_final_policy(cfg: TrainConfig, trainer: lightning.Trainer, module, tokenizer) -> Path:
+    """Write the trained policy in Hugging Face format to ``<run>/policy`` (rank 0)."""
+    path = Path(cfg.paths.output_dir) / "policy"
+    if trainer.is_global_zero:
+        save_policy(module.policy, tokenizer, path)
+        log.info("policy saved to %s", path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ SFT
+def run_sft(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
     """Train the SFT policy, or reuse the cached one for this config, and evaluate it.
 
     The final policy is saved in Hugging Face format in ``<run>/policy`` and stored in the
     artifact cache, where every later stage (and every job of a sweep) finds it.
     """
-    stages = Stages(cfg)
     base_path = stages.base_model_path
     tokenizer = load_tokenizer(stages.tokenizer_path(), cfg.model)
     datamodule = PreferenceDataModule(stages.sft_data(), tokenizer, view="sft", seed=cfg.seed)
     # The SFT policy is its own reference: its KL is 0 and the frontier starts at it.
     context = EvalContext(tokenizer, eval_prompts(stages, datamodule), task=stages.task)
+    allowed = allowed_tokens(stages)
     key = stages.sft_key()
     if stages.cache.has("sft", key):
         cached = stages.sft_policy_path()
         log.info("SFT policy for this config is cached (%s): evaluating it, not retraining", cached)
-        module = SFTModule(load_causal_lm(str(cached), cfg.model, tokenizer, trainable=False), cfg.algo)
+        policy = load_causal_lm(str(cached), cfg.model, tokenizer, trainable=False)
+        module = SFTModule(policy, cfg.algo, allowed)
         module.eval_context = context
         trainer.validate(module, datamodule=datamodule)
         write_artifacts(cfg, base_model=base_path, policy=str(cached))
         return
     policy = load_causal_lm(base_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
-    module = SFTModule(policy, cfg.algo)
+    module = SFTModule(policy, cfg.algo, allowed)
     module.eval_context = context
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
+    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
     if trainer.is_global_zero:
-        run_policy = Path(cfg.paths.output_dir) / "policy"
-        save_policy(module.policy, tokenizer, run_policy)
         cached = stages.cache.store("sft", key, lambda tmp: link_or_copy_tree(run_policy, tmp))
         write_artifacts(cfg, base_model=base_path, policy=str(run_policy), cached_policy=str(cached))
-        log.info("SFT policy saved to %s (cached as %s)", run_policy, cached)
 
 
-RECIPES: dict[str, Callable[[TrainConfig, lightning.Trainer], None]] = {"sft": run_sft}
+# ------------------------------------------------------------------------------ DPO family
+@contextmanager
+def _adapter_disabled(policy) -> Iterator[torch.nn.Module]:
+    with policy.disable_adapter():
+        yield policy
 
 
-def run_recipe(cfg: TrainConfig, trainer: lightning.Trainer) -> None:
-    """Run the recipe of ``cfg.algo.name``."""
-    RECIPES[cfg.algo.name](cfg, trainer)
+@contextmanager
+def _loaded_for_evaluation(path: str, cfg: TrainConfig, tokenizer) -> Iterator[torch.nn.Module]:
+    """A reference that is not kept in memory: loaded for an evaluation, then released."""
+    model = load_causal_lm(path, cfg.model, tokenizer, trainable=False)
+    try:
+        yield model
+    finally:
+        del model
+
+
+def attach_precomputed_reference(
+    stages: Stages, datamodule: PreferenceDataModule, sft_path: str, tokenizer
+) -> None:
+    """Reference log-probs of every pair, computed once (cached) and attached to the data."""
+    cfg = stages.cfg
+    allowed = allowed_tokens(stages)
+    key = config_key("reference_logps", stages.pairs_key(), sft_path, allowed is not None,
+                     datamodule.cfg.max_length, datamodule.cfg.max_prompt_length,
+                     datamodule.cfg.truncation)
+
+    def compute(folder: Path) -> None:
+        reference = load_causal_lm(sft_path, cfg.model, tokenizer, trainable=False)
+        logps = {
+            split: precompute_reference_logps(
+                reference, datamodule.ordered_dataloader(split), allowed
+            )
+            for split in ("train", "eval")
+        }
+        torch.save(logps, folder / "logps.pt")
+
+    datamodule.setup("fit")
+    folder = stages.cache.get_or_build("reference_logps", key, compute)
+    for split, (chosen, rejected) in torch.load(folder / "logps.pt").items():
+        datamodule.attach_reference_logps(split, chosen, rejected)
+
+
+def run_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+    """Train a DPO-family policy from the SFT policy on the shared preference pairs."""
+    algo: DPOConfig = cfg.algo
+    sft_path = str(stages.sft_policy())
+    tokenizer = load_tokenizer(sft_path, cfg.model)
+    datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "pairs", cfg.seed)
+    allowed = allowed_tokens(stages)
+    policy = load_causal_lm(sft_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
+    reference = None
+    scope: ReferenceScope
+    if algo.loss != DPOLoss.simpo and algo.reference == ReferenceMode.copy:
+        reference = load_causal_lm(sft_path, cfg.model, tokenizer, trainable=False)
+        scope = lambda: nullcontext(reference)  # noqa: E731
+    elif algo.loss != DPOLoss.simpo and algo.reference == ReferenceMode.adapter:
+        scope = lambda: _adapter_disabled(policy)  # noqa: E731
+    else:
+        if algo.loss != DPOLoss.simpo:
+            attach_precomputed_reference(stages, datamodule, sft_path, tokenizer)
+        scope = lambda: _loaded_for_evaluation(sft_path, cfg, tokenizer)  # noqa: E731
+    module = DPOModule(policy, reference, algo, allowed)
+    module.eval_context = EvalContext(
+        tokenizer, eval_prompts(stages, datamodule), task=stages.task, reference_scope=scope
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
+    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
+    write_artifacts(cfg, reference=sft_path, data=str(datamodule.cfg.path), policy=str(run_policy))
+
+
+# --------------------------------------------------------------------------- reward model
+def run_reward(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+    """Train a Bradley-Terry reward model from the SFT policy on the shared preference pairs."""
+    sft_path = str(stages.sft_policy())
+    tokenizer = load_tokenizer(sft_path, cfg.model)
+    datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "pairs", cfg.seed)
+    model = load_scalar_model(sft_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
+    module = RewardModelModule(model, cfg.algo)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
+    if not trainer.is_global_zero:
+        return
+    run_model = Path(cfg.paths.output_dir) / "reward_model"
+    save_policy(module.reward_model, tokenizer, run_model)
+    cached = stages.cache.store(
+        "reward", stages.own_reward_key(), lambda tmp: link_or_copy_tree(run_model, tmp)
+    )
+    write_artifacts(cfg, policy=sft_path, reward_model=str(run_model), cached_reward_model=str(cached))
+    log.info("reward model saved to %s (cached as %s)", run_model, cached)
+
+
+Recipe = Callable[[TrainConfig, lightning.Trainer, Stages], None]
+RECIPES: dict[type, Recipe] = {SFTConfig: run_sft, DPOConfig: run_dpo, RewardConfig: run_reward}
+
+
+def run_recipe(cfg: TrainConfig, trainer: lightning.Trainer, overrides: Sequence[str]) -> None:
+    """Run the recipe of ``cfg.algo``'s family; ``overrides`` build its upstream stages."""
+    RECIPES[type(cfg.algo)](cfg, trainer, Stages(cfg, overrides))

@@ -1,24 +1,46 @@
 """The upstream artifacts a run needs, each built once and cached under its config's key.
 
 Keys follow the data flow: the tiny base model depends on its shape and tokenizer; the SFT
-corpus on the task; the SFT policy on the base model, the SFT recipe, the data and the seed.
+corpus on the task; the SFT policy on the base model, the SFT recipe, the data and the seed;
+the task's preference pairs on the SFT policy; the reward model on the pairs and its recipe.
 A change anywhere upstream gives a new key, so nothing stale is ever reused.
+
+Training stages (SFT, reward model) that are not cached run as ``leash train`` in a child
+process, with this job's model/data/trainer/seed overrides plus ``upstream.<stage>``: the same
+code path as a user's own run, its own clean peak-memory measurement, and a stable run folder
+under the cache so a killed stage resumes from its last checkpoint.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
+import subprocess
+import sys
+from collections.abc import Sequence
 from functools import cached_property
 from pathlib import Path
 
 from leash.cache import ArtifactCache, config_key
-from leash.config import DataConfig, DataSource, TrainConfig
+from leash.config import DataConfig, DataSource, TrainConfig, validate
 from leash.data.tasks import SyntheticTask
 from leash.models.tiny import write_tiny_checkpoint
 from leash.models.tokenizers import build_byte_tokenizer
 
 log = logging.getLogger(__name__)
+
+UPSTREAM_KEYS = ("model", "data", "seed", "trainer", "paths", "debug", "experiment")
+"""Override keys a job passes on to the upstream stages it builds (not `algo`, not `peft`)."""
+
+
+def upstream_overrides(job_overrides: Sequence[str], algo: str, extra: Sequence[str]) -> list[str]:
+    """The overrides of an upstream stage: this job's upstream keys, the stage's algo, extras."""
+
+    def key(override: str) -> str:
+        return override.lstrip("+~").split("=", 1)[0].split(".", 1)[0]
+
+    kept = [o for o in job_overrides if key(o) in UPSTREAM_KEYS]
+    return [*kept, f"algo={algo}", *extra]
 
 
 def training_dynamics(cfg: TrainConfig) -> dict:
@@ -30,8 +52,9 @@ def training_dynamics(cfg: TrainConfig) -> dict:
 class Stages:
     """Resolves a run's config into ready artifact folders, building what the cache lacks."""
 
-    def __init__(self, cfg: TrainConfig):
+    def __init__(self, cfg: TrainConfig, job_overrides: Sequence[str] = ()):
         self.cfg = cfg
+        self.job_overrides = list(job_overrides)
         self.cache = ArtifactCache(cfg.paths.cache_dir)
 
     @cached_property
@@ -79,3 +102,72 @@ class Stages:
     def sft_policy_path(self) -> Path:
         """Folder of the cached SFT policy for this config (may not exist yet)."""
         return self.cache.path("sft", self.sft_key())
+
+    # ------------------------------------------------------------------------ upstream stages
+    def _upstream(self, algo: str, extra: Sequence[str]) -> tuple[Stages, list[str]]:
+        """The typed config of an upstream stage, composed exactly as its child process will."""
+        from hydra import compose
+
+        overrides = upstream_overrides(self.job_overrides, algo, extra)
+        return Stages(validate(compose("train", overrides=overrides)), overrides), overrides
+
+    def _run_stage(self, kind: str, key: str, overrides: list[str]) -> Path:
+        """Run ``leash train <overrides>`` in a child process unless ``kind/key`` is cached."""
+
+        def train_in_child(_: Path) -> None:
+            run_dir = self.cache.root / "runs" / f"{kind}-{key}"
+            log.info("stage %s: not cached; training it now (run folder %s)", kind, run_dir)
+            command = [sys.executable, "-m", "leash", "train", *overrides,
+                       f"hydra.run.dir={run_dir}"]
+            if subprocess.run(command, check=False).returncode != 0:
+                raise RuntimeError(f"the {kind} stage failed; its log is in {run_dir}")
+            if not self.cache.has(kind, key):
+                raise RuntimeError(f"the {kind} stage finished but stored no artifact {key}")
+
+        return self.cache.build_once(kind, key, train_in_child)
+
+    @cached_property
+    def sft_stage(self) -> Stages:
+        """The stages of the SFT run this job's policy starts from."""
+        return self._upstream("sft", self.cfg.upstream.sft)[0]
+
+    def sft_policy(self) -> Path:
+        """The SFT policy every algorithm starts from (and DPO/PPO use as the reference)."""
+        sft, overrides = self._upstream("sft", self.cfg.upstream.sft)
+        return self._run_stage("sft", sft.sft_key(), overrides)
+
+    def pairs_key(self) -> str:
+        """Key of the preference data: the task's pairs depend on the SFT policy that sampled them."""
+        if self.task is None:
+            return config_key("pairs", self.cfg.data)
+        return config_key("pairs", self.sft_stage.sft_key(), self.cfg.data.task, self.cfg.seed)
+
+    def preference_data(self) -> DataConfig:
+        """The data config of the pairs view: the task's pairs (sampled and cached) or the source."""
+        if self.task is None:
+            return self.cfg.data
+        from leash.data.tasks.build import write_task_pairs
+
+        policy = self.sft_policy()
+        folder = self.cache.get_or_build(
+            "pairs",
+            self.pairs_key(),
+            lambda tmp: write_task_pairs(self.task, policy, self.cfg.seed, tmp),
+        )
+        return dataclasses.replace(self.cfg.data, source=DataSource.disk, path=str(folder))
+
+    def reward_key(self) -> str:
+        """Key of the reward model trained on this job's pairs with the reward recipe."""
+        reward, _ = self._upstream("reward", self.cfg.upstream.reward)
+        return reward.own_reward_key()
+
+    def own_reward_key(self) -> str:
+        """Key of the reward model this (algo=reward) config trains."""
+        cfg = self.cfg
+        return config_key("reward", self.pairs_key(), self.sft_stage.sft_key(), cfg.model,
+                          cfg.data, cfg.algo, training_dynamics(cfg), cfg.seed)
+
+    def reward_model(self) -> Path:
+        """The learned reward model PPO scores rollouts with (trained once per config)."""
+        _, overrides = self._upstream("reward", self.cfg.upstream.reward)
+        return self._run_stage("reward", self.reward_key(), overrides)

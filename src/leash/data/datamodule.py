@@ -229,6 +229,10 @@ class PreferenceDataModule(L.LightningDataModule):
         """The eval split in the view's batches, in order."""
         return self._loader("eval", self.cfg.eval_batch_size, shuffle=False, generator=None)
 
+    def ordered_dataloader(self, split: Split) -> DataLoader:
+        """Every row of ``split`` in order, in one process (for one-off precomputations)."""
+        return self._loader(split, self.cfg.eval_batch_size, shuffle=False, generator=None)
+
     def _loader(
         self, split: Split, batch_size: int, shuffle: bool, generator: torch.Generator | None
     ) -> DataLoader:

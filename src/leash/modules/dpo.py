@@ -75,15 +75,27 @@ class DPOModule(lightning.LightningModule):
         reference: a frozen copy for ``algo.reference=copy``; None for ``adapter``,
             ``precomputed`` (batches carry ``reference_*_logps``) and for SimPO.
         algo: the loss, beta, smoothing, SimPO margin, reference mode and optimizer settings.
+        allowed_token_ids: (A,) the policy's support on a built-in task (its response words +
+            EOS); log-probs are those of the restricted policy, the one that is sampled and
+            enumerated. None uses the whole vocabulary.
     Dropout is disabled in both networks (see :func:`disable_dropout`).
     """
 
-    def __init__(self, policy: torch.nn.Module, reference: torch.nn.Module | None, algo: DPOConfig):
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        reference: torch.nn.Module | None,
+        algo: DPOConfig,
+        allowed_token_ids: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.policy = policy
         self.reference = reference
         self.algo = algo
-        self._reference_logps = build_reference(algo.reference, algo.loss, policy, reference)
+        self.allowed_token_ids = allowed_token_ids
+        self._reference_logps = build_reference(
+            algo.reference, algo.loss, policy, reference, allowed_token_ids
+        )
         for model in self.roles.values():
             disable_dropout(model)
         self._val_margins: list[torch.Tensor] = []
@@ -106,7 +118,7 @@ class DPOModule(lightning.LightningModule):
     def compute(self, batch: PreferenceBatch) -> DPOStep:
         """Per-pair losses, implicit rewards and policy log-probs of a batch."""
         pairs = concatenate_pairs(batch)
-        logps, lengths = pair_logps(self.policy, pairs)
+        logps, lengths = pair_logps(self.policy, pairs, self.allowed_token_ids)
         reference = self._reference_logps(batch, pairs)
         out = preference_loss(
             DPOLoss(self.algo.loss).value,

@@ -22,6 +22,7 @@ from peft import PeftModel
 from leash.config import DPOLoss, ReferenceMode
 from leash.data.types import PreferenceBatch
 from leash.losses.logprobs import response_logps
+from leash.rollout.generation import restrict_logits
 
 
 class PairInputs(NamedTuple):
@@ -53,19 +54,23 @@ def concatenate_pairs(batch: PreferenceBatch) -> PairInputs:
     )
 
 
-def pair_logps(model: torch.nn.Module, pairs: PairInputs) -> tuple[PairLogps, PairLogps]:
+def pair_logps(
+    model: torch.nn.Module, pairs: PairInputs, allowed_token_ids: torch.Tensor | None = None
+) -> tuple[PairLogps, PairLogps]:
     """Summed response log-probs and response token counts of every pair, from one forward.
 
     Args:
         model: a causal LM (plain or PEFT-wrapped) returning ``.logits`` (2B, T, V).
         pairs: the concatenated (2B, T) chosen + rejected inputs.
+        allowed_token_ids: (A,) restrict the policy to these tokens (a built-in task's support,
+            as its sampler and oracle do); None scores over the whole vocabulary.
     Returns:
         log-probs ``(chosen (B,), rejected (B,))`` and token counts in the same layout.
     """
     logits = model(
         input_ids=pairs.input_ids, attention_mask=pairs.attention_mask, use_cache=False
     ).logits
-    summed, counts = response_logps(logits, pairs.labels)
+    summed, counts = response_logps(restrict_logits(logits, allowed_token_ids), pairs.labels)
     return PairLogps(*summed.chunk(2)), PairLogps(*counts.chunk(2))
 
 
@@ -78,25 +83,27 @@ class ReferenceLogpsFn(Protocol):
 class FrozenCopy:
     """``copy``: a separate frozen network, run without gradients on the policy's inputs."""
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, allowed_token_ids: torch.Tensor | None) -> None:
         self.model = model
+        self.allowed_token_ids = allowed_token_ids
 
     def __call__(self, batch: PreferenceBatch, pairs: PairInputs) -> PairLogps:
         """Reference log-probs (B,) x 2 from the frozen copy."""
         with torch.no_grad():
-            return pair_logps(self.model, pairs)[0]
+            return pair_logps(self.model, pairs, self.allowed_token_ids)[0]
 
 
 class DisabledAdapter:
     """``adapter``: the policy's own base network, its LoRA adapter switched off."""
 
-    def __init__(self, policy: PeftModel) -> None:
+    def __init__(self, policy: PeftModel, allowed_token_ids: torch.Tensor | None) -> None:
         self.policy = policy
+        self.allowed_token_ids = allowed_token_ids
 
     def __call__(self, batch: PreferenceBatch, pairs: PairInputs) -> PairLogps:
         """Reference log-probs (B,) x 2 from the policy with its adapter disabled."""
         with torch.no_grad(), self.policy.disable_adapter():
-            return pair_logps(self.policy, pairs)[0]
+            return pair_logps(self.policy, pairs, self.allowed_token_ids)[0]
 
 
 class Precomputed:
@@ -128,6 +135,7 @@ def build_reference(
     loss: DPOLoss | str,
     policy: torch.nn.Module,
     reference: torch.nn.Module | None,
+    allowed_token_ids: torch.Tensor | None = None,
 ) -> ReferenceLogpsFn:
     """The strategy for ``algo.reference``, checking that the models passed fit it.
 
@@ -143,18 +151,20 @@ def build_reference(
     if mode == ReferenceMode.copy:
         if reference is None:
             raise ValueError("algo.reference=copy needs a frozen reference model")
-        return FrozenCopy(reference)
+        return FrozenCopy(reference, allowed_token_ids)
     if reference is not None:
         raise ValueError(f"algo.reference={mode.value} holds no reference model: pass None")
     if mode == ReferenceMode.adapter:
         if not isinstance(policy, PeftModel):
             raise ValueError("algo.reference=adapter needs a PEFT (LoRA) policy; set peft=lora")
-        return DisabledAdapter(policy)
+        return DisabledAdapter(policy, allowed_token_ids)
     return Precomputed()
 
 
 def precompute_reference_logps(
-    model: torch.nn.Module, dataloader: Iterable[PreferenceBatch]
+    model: torch.nn.Module,
+    dataloader: Iterable[PreferenceBatch],
+    allowed_token_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Summed reference log-probs of every pair of a split, ordered by ``batch.index``.
 
@@ -175,7 +185,7 @@ def precompute_reference_logps(
         with torch.no_grad():
             for batch in dataloader:
                 batch = batch.to(device)
-                logps, _ = pair_logps(model, concatenate_pairs(batch))
+                logps, _ = pair_logps(model, concatenate_pairs(batch), allowed_token_ids)
                 indices.append(batch.index.cpu())
                 chosen.append(logps.chosen.cpu())
                 rejected.append(logps.rejected.cpu())

@@ -9,6 +9,7 @@ from leash.config import SFTConfig
 from leash.data.types import SFTBatch
 from leash.losses.logprobs import response_logps
 from leash.modules.optim import build_optimizer
+from leash.rollout.generation import restrict_logits
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,12 +25,22 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
 
 
 class SFTModule(lightning.LightningModule):
-    """Trains ``policy`` to imitate the responses of the SFT view of the shared data module."""
+    """Trains ``policy`` to imitate the responses of the SFT view of the shared data module.
 
-    def __init__(self, policy: torch.nn.Module, algo: SFTConfig):
+    ``allowed_token_ids`` restricts the policy to a built-in task's support (response words +
+    EOS), so the likelihood trained is that of the policy that is later sampled and enumerated.
+    """
+
+    def __init__(
+        self,
+        policy: torch.nn.Module,
+        algo: SFTConfig,
+        allowed_token_ids: torch.Tensor | None = None,
+    ):
         super().__init__()
         self.policy = policy
         self.algo = algo
+        self.allowed_token_ids = allowed_token_ids
 
     @property
     def roles(self) -> dict[str, torch.nn.Module]:
@@ -38,7 +49,7 @@ class SFTModule(lightning.LightningModule):
 
     def _step(self, batch: SFTBatch) -> tuple[torch.Tensor, torch.Tensor]:
         logits = self.policy(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
-        return sft_loss(logits, batch.labels)
+        return sft_loss(restrict_logits(logits, self.allowed_token_ids), batch.labels)
 
     def training_step(self, batch: SFTBatch, batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch)
