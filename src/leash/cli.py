@@ -21,7 +21,7 @@ from leash.resources import conf_dir, sweeps_dir
 
 log = logging.getLogger("leash")
 
-USAGE = """usage: leash <command> [hydra overrides]
+USAGE = """usage: leash <command> [hydra overrides]   (`leash <overrides>` means `leash train`)
 
 commands:
   train     one run of an algorithm (`leash train algo=sft`), or a sweep with -m
@@ -81,7 +81,9 @@ def _train_main(argv: Sequence[str]) -> None:
     main_fn = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="train")(
         train_job
     )
-    sys.argv = ["leash train", *argv]
+    # argv[0] stays the real program: Lightning's DDP launcher re-runs `argv[0] argv[1:]` for
+    # every other rank, which lands in `leash <overrides>`, i.e. `train` (see `main`).
+    sys.argv = [sys.argv[0], *argv]
     main_fn()
 
 
@@ -94,6 +96,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command == "train":
         _train_main(rest)
+    elif "=" in command or command.startswith("-"):  # bare overrides or Hydra flags: train
+        _train_main(argv)
     else:
         print(f"leash: unknown command {command!r}\n\n{USAGE}", file=sys.stderr)
         raise SystemExit(2)

@@ -182,6 +182,8 @@ class DataConfig:
     """Use at most this many held-out rows; None keeps all."""
     batch_size: int = _positive(16)
     """Training batch size per process."""
+    shuffle: bool = True
+    """Shuffle training rows each epoch (seeded); off gives the same order in 1 or N processes."""
     eval_batch_size: int = _positive(32)
     """Evaluation batch size per process."""
     num_workers: int = _non_negative(0)
@@ -315,8 +317,6 @@ class PPOConfig(AlgoConfig):
     name: str = "ppo"
     reward: RewardSource = RewardSource.learned
     """Score rollouts with the `learned` reward model (PPO) or the task's `gold` reward (PPO-GT)."""
-    reward_model_path: str | None = None
-    """A trained reward model folder; None uses the cached `algo=reward` model of this config."""
     critic_init: CriticInit = CriticInit.reward
     """Initialise the critic from the reward model or from the policy (SFT) weights."""
     critic_lr: float = _positive(1e-3)
@@ -376,8 +376,12 @@ class PathsConfig:
 
 @dataclass
 class UpstreamConfig:
-    """Extra overrides for the upstream stages a run builds when they are not cached."""
+    """Where a run's upstream artifacts come from, and how they are built when not cached."""
 
+    sft_policy: str | None = None
+    """Start from this policy (folder or hub name) instead of the SFT stage's cached policy."""
+    reward_model: str | None = None
+    """Score PPO rollouts with this reward model (folder) instead of the cached reward stage."""
     sft: list[str] = field(default_factory=list)
     """Overrides of the SFT stage, e.g. `[algo.lr=3e-3,algo.max_steps=500]`."""
     reward: list[str] = field(default_factory=list)

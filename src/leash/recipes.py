@@ -152,7 +152,7 @@ def attach_precomputed_reference(
 def run_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
     """Train a DPO-family policy from the SFT policy on the shared preference pairs."""
     algo: DPOConfig = cfg.algo
-    sft_path = str(stages.sft_policy())
+    sft_path = stages.sft_policy()
     tokenizer = load_tokenizer(sft_path, cfg.model)
     datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "pairs", cfg.seed)
     allowed = allowed_tokens(stages)
@@ -180,7 +180,7 @@ def run_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
 # --------------------------------------------------------------------------- reward model
 def run_reward(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
     """Train a Bradley-Terry reward model from the SFT policy on the shared preference pairs."""
-    sft_path = str(stages.sft_policy())
+    sft_path = stages.sft_policy()
     tokenizer = load_tokenizer(sft_path, cfg.model)
     datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "pairs", cfg.seed)
     model = load_scalar_model(sft_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)

@@ -32,14 +32,21 @@ log = logging.getLogger(__name__)
 UPSTREAM_KEYS = ("model", "data", "seed", "trainer", "paths", "debug", "experiment")
 """Override keys a job passes on to the upstream stages it builds (not `algo`, not `peft`)."""
 
+LOADER_KEYS = ("data.batch_size", "data.eval_batch_size", "data.num_workers", "data.shuffle")
+"""How this job batches its data is its own business: an upstream stage keeps its own batching,
+so a sweep over DPO batch sizes shares one SFT policy."""
+
 
 def upstream_overrides(job_overrides: Sequence[str], algo: str, extra: Sequence[str]) -> list[str]:
     """The overrides of an upstream stage: this job's upstream keys, the stage's algo, extras."""
 
     def key(override: str) -> str:
-        return override.lstrip("+~").split("=", 1)[0].split(".", 1)[0]
+        return override.lstrip("+~").split("=", 1)[0]
 
-    kept = [o for o in job_overrides if key(o) in UPSTREAM_KEYS]
+    kept = [
+        o for o in job_overrides
+        if key(o).split(".", 1)[0] in UPSTREAM_KEYS and key(o) not in LOADER_KEYS
+    ]
     return [*kept, f"algo={algo}", *extra]
 
 
@@ -108,6 +115,8 @@ class Stages:
         """The typed config of an upstream stage, composed exactly as its child process will."""
         from hydra import compose
 
+        if algo != "sft" and self.cfg.upstream.sft_policy:  # later stages share the given policy
+            extra = [f"upstream.sft_policy={self.cfg.upstream.sft_policy}", *extra]
         overrides = upstream_overrides(self.job_overrides, algo, extra)
         return Stages(validate(compose("train", overrides=overrides)), overrides), overrides
 
@@ -131,16 +140,22 @@ class Stages:
         """The stages of the SFT run this job's policy starts from."""
         return self._upstream("sft", self.cfg.upstream.sft)[0]
 
-    def sft_policy(self) -> Path:
+    def sft_policy(self) -> str:
         """The SFT policy every algorithm starts from (and DPO/PPO use as the reference)."""
+        if self.cfg.upstream.sft_policy:
+            return self.cfg.upstream.sft_policy
         sft, overrides = self._upstream("sft", self.cfg.upstream.sft)
-        return self._run_stage("sft", sft.sft_key(), overrides)
+        return str(self._run_stage("sft", sft.sft_key(), overrides))
+
+    def _sft_identity(self) -> str:
+        """What identifies the SFT policy in downstream keys: the given policy, or its key."""
+        return self.cfg.upstream.sft_policy or self.sft_stage.sft_key()
 
     def pairs_key(self) -> str:
         """Key of the preference data: the task's pairs depend on the SFT policy that sampled them."""
         if self.task is None:
             return config_key("pairs", self.cfg.data)
-        return config_key("pairs", self.sft_stage.sft_key(), self.cfg.data.task, self.cfg.seed)
+        return config_key("pairs", self._sft_identity(), self.cfg.data.task, self.cfg.seed)
 
     def preference_data(self) -> DataConfig:
         """The data config of the pairs view: the task's pairs (sampled and cached) or the source."""
@@ -164,10 +179,12 @@ class Stages:
     def own_reward_key(self) -> str:
         """Key of the reward model this (algo=reward) config trains."""
         cfg = self.cfg
-        return config_key("reward", self.pairs_key(), self.sft_stage.sft_key(), cfg.model,
+        return config_key("reward", self.pairs_key(), self._sft_identity(), cfg.model,
                           cfg.data, cfg.algo, training_dynamics(cfg), cfg.seed)
 
-    def reward_model(self) -> Path:
+    def reward_model(self) -> str:
         """The learned reward model PPO scores rollouts with (trained once per config)."""
+        if self.cfg.upstream.reward_model:
+            return self.cfg.upstream.reward_model
         _, overrides = self._upstream("reward", self.cfg.upstream.reward)
-        return self._run_stage("reward", self.reward_key(), overrides)
+        return str(self._run_stage("reward", self.reward_key(), overrides))

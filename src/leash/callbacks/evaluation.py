@@ -32,18 +32,23 @@ class PolicyEvaluation(lightning.Callback):
         self.last_samples: list = []
 
     def on_validation_epoch_end(self, trainer, pl_module) -> None:
-        if trainer.sanity_checking or not trainer.is_global_zero:
+        if trainer.sanity_checking:
             return
         context = getattr(pl_module, "eval_context", None)
         if context is None:
             log.warning("no eval_context on %s: skipping evaluation", type(pl_module).__name__)
             return
-        if self._evaluator is None or self._evaluator.context is not context:
-            self._evaluator = PolicyEvaluator(context, self.settings)
-        result = self._evaluator.evaluate(pl_module.policy)
-        pl_module.log_dict(result.metrics, rank_zero_only=True)
-        self.last_samples = result.samples
-        self._write_samples(trainer.global_step, result.samples)
+        metrics = None
+        if trainer.is_global_zero:  # sample once; the other processes receive the figures
+            if self._evaluator is None or self._evaluator.context is not context:
+                self._evaluator = PolicyEvaluator(context, self.settings)
+            result = self._evaluator.evaluate(pl_module.policy)
+            metrics = result.metrics
+            self.last_samples = result.samples
+            self._write_samples(trainer.global_step, result.samples)
+        metrics = trainer.strategy.broadcast(metrics, src=0)
+        # Every process logs the same numbers, so the cross-process mean is exact.
+        pl_module.log_dict(metrics, sync_dist=True)
 
     def _write_samples(self, step: int, samples: list) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)

@@ -18,7 +18,7 @@ from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler
 from transformers import PreTrainedTokenizerBase
 
 from leash.config import BadRows, DataConfig
@@ -221,9 +221,12 @@ class PreferenceDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------- dataloaders
     def train_dataloader(self) -> DataLoader:
-        """The train split in the view's batches, shuffled by a seeded generator."""
+        """The train split in the view's batches, shuffled by a seeded generator (unless
+        ``data.shuffle`` is off)."""
         generator = torch.Generator().manual_seed(self.seed)
-        return self._loader("train", self.cfg.batch_size, shuffle=True, generator=generator)
+        return self._loader(
+            "train", self.cfg.batch_size, shuffle=self.cfg.shuffle, generator=generator
+        )
 
     def val_dataloader(self) -> DataLoader:
         """The eval split in the view's batches, in order."""
@@ -243,10 +246,18 @@ class PreferenceDataModule(L.LightningDataModule):
             dataset, collate = self.sft_rows(split), SFTCollator(self.pad_id)
         else:
             dataset, collate = self.prompts(split), PromptCollator(self.pad_id)
+        sampler = None
+        if torch.distributed.is_available() and torch.distributed.is_initialized():
+            # Our own sampler (the Trainer runs with use_distributed_sampler=False): Lightning's
+            # would always shuffle training data, and `data.shuffle=false` must hold in N
+            # processes too (rank r takes rows r, r + N, ...: together one ordered batch).
+            sampler = DistributedSampler(dataset, shuffle=shuffle, seed=self.seed)
+            shuffle, generator = False, None
         return DataLoader(
             dataset,
             batch_size=batch_size,
             shuffle=shuffle,
+            sampler=sampler,
             generator=generator,
             collate_fn=collate,
             num_workers=self.cfg.num_workers,

@@ -173,13 +173,14 @@ class DPOModule(lightning.LightningModule):
             return
         margins = gather_epoch(self, self._val_margins)
         gold = gather_epoch(self, self._val_gold_margins)
-        self.log("eval/implicit_rm_accuracy", (margins > 0).float().mean())
+        # Gathered over every process: the values are identical, so sync_dist's mean is exact.
+        self.log("eval/implicit_rm_accuracy", (margins > 0).float().mean(), sync_dist=True)
         agreement = sign_agreement(margins, gold)
         if agreement is not None:
-            self.log("eval/implicit_rm_gold_accuracy", agreement)
+            self.log("eval/implicit_rm_gold_accuracy", agreement, sync_dist=True)
         corr = pearson_correlation(margins, gold)
         if corr is not None:
-            self.log("eval/implicit_rm_gold_corr", corr)
+            self.log("eval/implicit_rm_gold_corr", corr, sync_dist=True)
 
     def configure_optimizers(self):
         return build_optimizer(self.policy.parameters(), self.algo)

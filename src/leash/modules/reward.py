@@ -225,7 +225,7 @@ class RewardModelModule(lightning.LightningModule):
             gather_epoch(self, self._val_scores), gather_epoch(self, self._val_gold)
         )
         if corr is not None:
-            self.log("val/gold_corr", corr)
+            self.log("val/gold_corr", corr, sync_dist=True)  # gathered: identical on every process
 
     def configure_optimizers(self):
         return build_optimizer(self.reward_model.parameters(), self.algo)

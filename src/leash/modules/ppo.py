@@ -1,0 +1,552 @@
+"""PPO-RLHF as a LightningModule with manual optimisation: one training step = one PPO iteration.
+
+:meth:`PPOModule.training_step` reads top to bottom, one named function per stage:
+sample responses -> score the rollout (log-probs, reference log-probs, values, rewards) ->
+shape rewards (per-token KL penalty, score on the last token, missing-EOS penalty; optional
+whitening) -> GAE advantages (optional whitening) -> ``ppo_epochs`` x ``num_minibatches``
+clipped updates -> statistics -> KL-controller update.
+
+Steps and schedule: every minibatch update is one optimizer step, so Lightning's
+``global_step`` counts minibatch updates and a run of ``algo.max_steps`` iterations is
+:func:`optimizer_steps` trainer steps (give the Trainer that ``max_steps``; the module also stops
+by itself after ``algo.max_steps`` iterations). The learning-rate schedule spans the same steps.
+
+Processes (DDP): each process samples its own rollouts from its shard of the prompts. Whitening
+statistics, the KL fed to the adaptive controller, the non-finite guard and the logged statistics
+are sums reduced through the strategy, so every process takes the same decisions.
+
+Gradient clipping: Lightning rejects ``Trainer(gradient_clip_val=...)`` under manual
+optimisation, so the norm comes in as ``max_grad_norm`` (applied with ``clip_gradients``).
+
+Non-finite values: after scoring, after GAE and for every minibatch loss (before its backward),
+a NaN or inf raises :class:`NonFiniteError` naming the iteration and the quantity. The exception
+leaves ``training_step`` before ``on_train_batch_end``, where ``ModelCheckpoint`` saves, so the
+last checkpoint on disk stays the last good one (keep ``ModelCheckpoint(save_on_exception=False)``,
+Lightning's default).
+
+Validation: PPO has nothing cheap to validate per batch; ``validation_step`` is empty on purpose.
+It keeps Lightning's validation loop (over the data module's held-out prompts) running, which
+is where the common evaluator callback samples ``pl_module.policy``; ``limit_val_batches=1``
+makes the loop itself free.
+
+Dropout is disabled in every network (as TRL does for PPO): rollout-time and update-time
+forwards must agree for the first ratio to be exactly 1.
+"""
+
+from __future__ import annotations
+
+import functools
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import lightning
+import torch
+from torch.utils.data import DataLoader
+
+from leash.config import KLEstimator, PPOConfig
+from leash.data.types import PromptBatch
+from leash.losses.kl import AdaptiveKLController, FixedKLController, KLController, kl_penalty
+from leash.losses.ppo import (
+    Advantages,
+    ShapedRewards,
+    clipped_policy_loss,
+    clipped_value_loss,
+    entropy_from_logits,
+    gae,
+    masked_mean,
+    shape_rewards,
+)
+from leash.models.value import PolicyCritic
+from leash.modules.dpo import disable_dropout
+from leash.modules.optim import lr_multiplier
+from leash.rollout.rollout import Responses, RewardFn, Rollout, sample, score_rollout
+
+SumFn = Callable[[torch.Tensor], torch.Tensor]
+"""Sums a tensor over every process (the identity in a single process)."""
+
+
+class NonFiniteError(RuntimeError):
+    """A PPO quantity became NaN or infinite; the message names the iteration and the quantity."""
+
+
+# ------------------------------------------------------------------------------------- sizes
+def exact_div(numerator: int, denominator: int, what: str) -> int:
+    """``numerator / denominator`` when it is an integer; otherwise fail, explaining ``what``."""
+    if denominator <= 0 or numerator % denominator:
+        raise ValueError(f"{what}: {numerator} does not split exactly into {denominator}")
+    return numerator // denominator
+
+
+def updates_per_iteration(algo: PPOConfig) -> int:
+    """Optimizer steps in one PPO iteration: ``ppo_epochs x num_minibatches``."""
+    return algo.ppo_epochs * algo.num_minibatches
+
+
+def optimizer_steps(algo: PPOConfig) -> int:
+    """Optimizer steps of a whole run (the Trainer's ``max_steps``): iterations x updates."""
+    return algo.max_steps * updates_per_iteration(algo)
+
+
+def minibatch_size(rollout_size: int, num_minibatches: int) -> int:
+    """Rows per minibatch; a rollout that does not split exactly fails, saying how to fix it."""
+    return exact_div(
+        rollout_size,
+        num_minibatches,
+        "PPO rollout batch (prompts per process x algo.samples_per_prompt) vs "
+        "algo.num_minibatches; choose data.batch_size so that every batch divides (the last "
+        "batch of an epoch too: the number of train prompts per process)",
+    )
+
+
+# ---------------------------------------------------------------------------------- whitening
+def whiten_across(
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool,
+    sum_fn: SumFn,
+    eps: float = 1e-8,
+) -> torch.Tensor:
+    """``masked_whiten`` with the mean and unbiased variance of the masked values of every process.
+
+    In one process (``sum_fn`` the identity) it equals ``leash.losses.ppo.masked_whiten``.
+
+    Args:
+        values: (B, T) values of this process.
+        mask: (B, T) binary mask of the positions that count.
+        shift_mean: subtract the mean (advantages) or keep it, scaling only (rewards).
+        sum_fn: sums a tensor over processes.
+        eps: added to the variance before the square root.
+    Returns:
+        (B, T) whitened values, 0 where ``mask`` is 0.
+    """
+    real = mask > 0
+    totals = sum_fn(torch.stack([torch.where(real, values, 0.0).sum(), real.sum().to(values)]))
+    count = totals[1]
+    if count < 2:
+        raise ValueError(f"whitening needs at least 2 masked-in values, got {int(count)}")
+    mean = totals[0] / count
+    squares = sum_fn(torch.where(real, (values - mean).square(), 0.0).sum())
+    whitened = (values - mean) * torch.rsqrt(squares / (count - 1) + eps)
+    if not shift_mean:
+        whitened = whitened + mean
+    return torch.where(real, whitened, 0.0)
+
+
+# ------------------------------------------------------------------------------- minibatches
+class MinibatchStats(NamedTuple):
+    """Diagnostics of one minibatch update (detached scalars)."""
+
+    epoch: int
+    minibatch: int
+    policy_loss: torch.Tensor
+    value_loss: torch.Tensor
+    entropy: torch.Tensor
+    """Mean per-token entropy of the policy being trained."""
+    approxkl: torch.Tensor
+    """k2 estimate of KL(old || new) over the minibatch's tokens."""
+    clipfrac: torch.Tensor
+    """Fraction of tokens where the policy ratio clip was active."""
+    value_clipfrac: torch.Tensor
+    """Fraction of tokens where the value clip was active."""
+    ratio: torch.Tensor
+    """Mean probability ratio new / old."""
+
+
+class MinibatchLoss(NamedTuple):
+    """The loss of one minibatch (with gradients) and its diagnostics."""
+
+    loss: torch.Tensor
+    stats: MinibatchStats
+
+
+def minibatch_loss(
+    models: PolicyCritic,
+    batch: Rollout,
+    advantages: Advantages,
+    algo: PPOConfig,
+    allowed_token_ids: torch.Tensor | None,
+    epoch: int = 0,
+    minibatch: int = 0,
+) -> MinibatchLoss:
+    """``policy loss + vf_coef * value loss - entropy_coef * entropy`` on rollout rows.
+
+    Args:
+        models: the networks being trained.
+        batch: the minibatch's rows of the rollout (old log-probs and values are constants).
+        advantages: advantages (B, T) and returns (B, T) of the same rows.
+        algo: clip ranges and loss weights.
+        allowed_token_ids: (A,) the sampler's token restriction.
+        epoch: index of the pass over the rollout (recorded in the stats).
+        minibatch: index of the minibatch in that pass (recorded in the stats).
+    """
+    inputs, mask = batch.model_inputs(), batch.response_mask
+    policy = models.policy_logps(*inputs, allowed_token_ids, algo.temperature)
+    values = models.values(*inputs)
+    pg = clipped_policy_loss(policy.logps, batch.logprobs, advantages.advantages, mask,
+                             algo.clip_range)
+    vf = clipped_value_loss(values, batch.values, advantages.returns, mask, algo.clip_range_value)
+    entropy = masked_mean(entropy_from_logits(policy.logits), mask)
+    loss = pg.loss + algo.vf_coef * vf.loss - algo.entropy_coef * entropy
+    stats = MinibatchStats(
+        epoch, minibatch, pg.loss.detach(), vf.loss.detach(), entropy.detach(), pg.approxkl,
+        pg.clipfrac, vf.clipfrac, pg.ratio_mean,
+    )
+    return MinibatchLoss(loss, stats)
+
+
+# ------------------------------------------------------------------------ rewards and advantages
+def shape(rollout: Rollout, algo: PPOConfig, kl_coef: float, sum_fn: SumFn) -> ShapedRewards:
+    """Per-token rewards: ``-kl_coef x KL`` (``algo.kl_estimator``) plus the score at the end,
+    whitened across processes (mean kept) when ``algo.whiten_rewards``.
+
+    Returns:
+        ShapedRewards(rewards (B, T), non_score_reward (B, T), penalised_scores (B,)); only
+        ``rewards`` is whitened.
+    """
+    kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, KLEstimator(algo.kl_estimator).value)
+    shaped = shape_rewards(
+        rollout.scores,
+        kl,
+        rollout.response_mask,
+        kl_coef,
+        algo.missing_eos_penalty,
+        rollout.eos_found,
+    )
+    if not algo.whiten_rewards:
+        return shaped
+    whitened = whiten_across(shaped.rewards, rollout.response_mask, False, sum_fn)
+    return shaped._replace(rewards=whitened)
+
+
+def advantages(
+    rollout: Rollout, rewards: torch.Tensor, algo: PPOConfig, sum_fn: SumFn
+) -> Advantages:
+    """GAE over each response, with the advantages whitened across processes if configured.
+
+    Returns are ``A + V`` from the raw (unwhitened) advantages, as the critic's targets.
+    """
+    out = gae(rewards, rollout.values, rollout.response_mask, algo.gamma, algo.lam)
+    if not algo.whiten_advantages:
+        return out
+    whitened = whiten_across(out.advantages, rollout.response_mask, True, sum_fn)
+    return Advantages(whitened, out.returns)
+
+
+# ------------------------------------------------------------------------------------- metrics
+SUMMED_METRICS = frozenset({"val/num_eos_tokens", "throughput/generation_tokens_per_s"})
+"""Metrics summed over processes; every other one is averaged."""
+
+
+def rollout_metrics(rollout: Rollout, shaped: ShapedRewards) -> dict[str, torch.Tensor]:
+    """This process's rollout statistics (TRL's definitions; KL and entropy per sequence).
+
+    ``objective/kl`` sums the k1 estimate over each response and ``objective/kl_k3`` the k3
+    one, whatever estimator shapes the reward; ``objective/entropy`` sums the exact per-token
+    entropy of the sampling policy; ``objective/rlhf_reward`` is the penalised score plus the
+    KL part of the reward; ``val/num_eos_tokens`` counts responses that ended with EOS.
+    """
+    mask = rollout.response_mask
+    per_sequence = functools.partial(torch.sum, dim=1)
+    kl_k1 = per_sequence(kl_penalty(rollout.logprobs, rollout.ref_logprobs, "k1") * mask)
+    kl_k3 = per_sequence(kl_penalty(rollout.logprobs, rollout.ref_logprobs, "k3") * mask)
+    non_score = per_sequence(shaped.non_score_reward)
+    return {
+        "objective/kl": kl_k1.mean(),
+        "objective/kl_k3": kl_k3.mean(),
+        "objective/entropy": per_sequence(rollout.entropy).mean(),
+        "objective/non_score_reward": non_score.mean(),
+        "objective/scores": rollout.scores.mean(),
+        "objective/rlhf_reward": (shaped.penalised_scores + non_score).mean(),
+        "val/num_eos_tokens": rollout.eos_found.sum().float(),
+    }
+
+
+def update_metrics(updates: list[MinibatchStats]) -> dict[str, torch.Tensor]:
+    """Averages of the minibatch diagnostics over every update of the iteration."""
+
+    def average(name: str) -> torch.Tensor:
+        return torch.stack([getattr(stats, name) for stats in updates]).mean()
+
+    return {
+        "policy/approxkl_avg": average("approxkl"),
+        "policy/clipfrac_avg": average("clipfrac"),
+        "policy/entropy_avg": average("entropy"),
+        "loss/policy_avg": average("policy_loss"),
+        "loss/value_avg": average("value_loss"),
+        "val/clipfrac_avg": average("value_clipfrac"),
+        "val/ratio": average("ratio"),
+    }
+
+
+@dataclass
+class Stopwatch:
+    """Seconds spent in a ``with stopwatch(device)`` block (after the device caught up)."""
+
+    seconds: float = 0.0
+
+
+@contextmanager
+def stopwatch(device: torch.device) -> Iterator[Stopwatch]:
+    """Time a block; on CUDA, wait for queued kernels at both ends so the time is the block's."""
+    watch = Stopwatch()
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    yield watch
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    watch.seconds = time.perf_counter() - start
+
+
+# -------------------------------------------------------------------------------------- module
+class PPOModule(lightning.LightningModule):
+    """PPO-RLHF with a reward model (PPO) or the task's gold reward (PPO-GT).
+
+    Args:
+        policy_critic: policy, reference and critic in either memory mode (see
+            :func:`leash.models.value.build_policy_critic`).
+        reward_fn: scores responses: ``LearnedReward(reward_model)`` or ``GoldTaskReward(task)``.
+        algo: the PPO configuration (every field is read).
+        pad_token_id: written after EOS in sampled responses.
+        eos_token_id: ends a response.
+        max_new_tokens: longest response; None uses ``algo.max_new_tokens`` (a built-in task
+            passes its own response length limit).
+        allowed_token_ids: (A,) restrict the policy to these tokens (a built-in task's words).
+        max_grad_norm: clip the gradient norm of every update to this; None does not clip.
+    """
+
+    def __init__(
+        self,
+        policy_critic: PolicyCritic,
+        reward_fn: RewardFn,
+        algo: PPOConfig,
+        *,
+        pad_token_id: int,
+        eos_token_id: int,
+        max_new_tokens: int | None = None,
+        allowed_token_ids: torch.Tensor | None = None,
+        max_grad_norm: float | None = None,
+    ) -> None:
+        super().__init__()
+        self.automatic_optimization = False
+        self.policy_critic = policy_critic
+        self.reward_fn = reward_fn
+        self.algo = algo
+        self.pad_token_id = pad_token_id
+        self.eos_token_id = eos_token_id
+        self.max_new_tokens = max_new_tokens or algo.max_new_tokens
+        self.max_grad_norm = max_grad_norm
+        self.register_buffer("allowed_token_ids", allowed_token_ids, persistent=False)
+        self.kl_controller: KLController = (
+            AdaptiveKLController(algo.kl_coef, algo.kl_target, algo.kl_horizon)
+            if algo.adaptive_kl
+            else FixedKLController(algo.kl_coef)
+        )
+        self.last_updates: list[MinibatchStats] = []
+        """Diagnostics of every minibatch update of the latest iteration, in order."""
+        for module in self.roles.values():
+            disable_dropout(module)
+
+    @property
+    def policy(self) -> torch.nn.Module:
+        """The causal LM being trained (what the evaluator samples)."""
+        return self.policy_critic.policy
+
+    @property
+    def roles(self) -> dict[str, torch.nn.Module]:
+        """The networks held, by role; in shared_lora mode ``policy`` is the one base with both
+        adapters (the reference is that base with adapters off) and ``critic`` the value head."""
+        roles = dict(self.policy_critic.roles)
+        if isinstance(self.reward_fn, torch.nn.Module):
+            roles["reward"] = self.reward_fn
+        return roles
+
+    @property
+    def iteration(self) -> int:
+        """Index of the current PPO iteration, derived from the optimizer steps (resume-safe)."""
+        return self.global_step // updates_per_iteration(self.algo)
+
+    # ------------------------------------------------------------------------ processes
+    def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
+        """Sum over processes (the strategy's all-reduce; the identity in one process)."""
+        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
+
+    def _check_finite(self, iteration: int, where: str, **quantities: torch.Tensor) -> None:
+        """Raise NonFiniteError if any quantity holds NaN/inf on any process (all raise)."""
+        flags = torch.stack([(~torch.isfinite(value)).any() for value in quantities.values()])
+        flags = self._sum(flags.float())
+        bad = [name for name, flag in zip(quantities, flags.tolist(), strict=True) if flag > 0]
+        if bad:
+            raise NonFiniteError(
+                f"PPO iteration {iteration} ({where}): non-finite {', '.join(bad)}; stopped "
+                "before the next optimizer step (checkpoints saved so far predate it)"
+            )
+
+    # --------------------------------------------------------------------------- the loop
+    def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
+        """One PPO iteration on a batch of prompts (see the module docstring)."""
+        iteration, kl_coef = self.iteration, self.kl_controller.value
+        with stopwatch(self.device) as generation:
+            responses = self.draw(batch)
+        with stopwatch(self.device) as scoring:
+            rollout = self.measure(responses)
+        self._check_finite(
+            iteration, "rollout", scores=rollout.scores, logprobs=rollout.logprobs,
+            ref_logprobs=rollout.ref_logprobs, values=rollout.values,
+        )
+        shaped = shape(rollout, self.algo, kl_coef, self._sum)
+        advantage = advantages(rollout, shaped.rewards, self.algo, self._sum)
+        self._check_finite(
+            iteration, "GAE", advantages=advantage.advantages, returns=advantage.returns
+        )
+        with stopwatch(self.device) as update:
+            self.last_updates = self.update(rollout, advantage, iteration)
+        metrics = self.reduce_metrics(
+            {
+                **rollout_metrics(rollout, shaped),
+                **update_metrics(self.last_updates),
+                "kl_coef": torch.tensor(kl_coef),
+            },
+            {
+                "time/generation_s": generation.seconds,
+                "time/scoring_s": scoring.seconds,
+                "time/update_s": update.seconds,
+                "throughput/generation_tokens_per_s":
+                    float(responses.response_mask.sum()) / max(generation.seconds, 1e-9),
+            },
+        )
+        # The controller sees the k1 sequence KL of the whole batch, every process included.
+        self.kl_controller.update(
+            float(metrics["train/objective/kl"]), len(rollout) * self.trainer.world_size
+        )
+        self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
+        if iteration + 1 >= self.algo.max_steps:
+            self.trainer.should_stop = True
+
+    def draw(self, batch: PromptBatch) -> Responses:
+        """Sample the rollout's responses from the policy."""
+        return sample(
+            self.policy,
+            batch.input_ids,
+            batch.attention_mask,
+            samples_per_prompt=self.algo.samples_per_prompt,
+            max_new_tokens=self.max_new_tokens,
+            temperature=self.algo.temperature,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            allowed_token_ids=self.allowed_token_ids,
+        )
+
+    def measure(self, responses: Responses) -> Rollout:
+        """Log-probs, reference log-probs, values and rewards of the responses (no grad)."""
+        return score_rollout(
+            self.policy_critic,
+            self.reward_fn,
+            responses,
+            chunk_size=minibatch_size(len(responses), self.algo.num_minibatches),
+            temperature=self.algo.temperature,
+            allowed_token_ids=self.allowed_token_ids,
+        )
+
+    def update(
+        self, rollout: Rollout, advantage: Advantages, iteration: int
+    ) -> list[MinibatchStats]:
+        """``ppo_epochs`` passes of shuffled minibatch updates, one optimizer step each."""
+        optimizer, schedule = self.optimizers(), self.lr_schedulers()
+        size = minibatch_size(len(rollout), self.algo.num_minibatches)
+        updates = []
+        for epoch in range(self.algo.ppo_epochs):
+            order = torch.randperm(len(rollout), device=rollout.response_ids.device)
+            for index, rows in enumerate(order.split(size)):
+                rows_advantage = Advantages(advantage.advantages[rows], advantage.returns[rows])
+                step = minibatch_loss(
+                    self.policy_critic, rollout.rows(rows), rows_advantage, self.algo,
+                    self.allowed_token_ids, epoch, index,
+                )
+                self._check_finite(
+                    iteration, f"epoch {epoch}, minibatch {index}", loss=step.loss,
+                    policy_loss=step.stats.policy_loss, value_loss=step.stats.value_loss,
+                )
+                optimizer.zero_grad()
+                self.manual_backward(step.loss)
+                if self.max_grad_norm is not None:
+                    self.clip_gradients(optimizer, gradient_clip_val=self.max_grad_norm,
+                                        gradient_clip_algorithm="norm")
+                optimizer.step()
+                schedule.step()
+                updates.append(step.stats)
+        return updates
+
+    def reduce_metrics(
+        self, tensors: dict[str, torch.Tensor], floats: dict[str, float]
+    ) -> dict[str, torch.Tensor]:
+        """Average (or, for :data:`SUMMED_METRICS`, sum) every metric over processes, in one
+        all-reduce; algorithm metrics get the ``train/`` prefix, time and throughput do not."""
+        values = {**tensors, **{name: torch.tensor(value) for name, value in floats.items()}}
+        names = list(values)
+        totals = self._sum(torch.stack([values[n].float().to(self.device) for n in names]))
+        world = self.trainer.world_size
+        return {
+            (name if name in floats else f"train/{name}"):
+                total if name in SUMMED_METRICS else total / world
+            for name, total in zip(names, totals, strict=True)
+        }
+
+    # ------------------------------------------------------------------- lightning hooks
+    def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
+        """Nothing per batch: the loop exists so the evaluator callback runs at its end."""
+
+    def on_train_start(self) -> None:
+        """Fail before the first rollout if some batch of the epoch cannot be split exactly."""
+        loader = self.trainer.train_dataloader
+        if not isinstance(loader, DataLoader) or not loader.batch_size:
+            return
+        rows = len(loader.sampler)  # this process's prompts per epoch
+        full, last = divmod(rows, loader.batch_size)
+        sizes = ({loader.batch_size} if full else set()) | (
+            {last} if last and not loader.drop_last else set()
+        )
+        for prompts in sizes:
+            minibatch_size(prompts * self.algo.samples_per_prompt, self.algo.num_minibatches)
+
+    def train(self, mode: bool = True) -> PPOModule:
+        """Switch the trained networks' mode; frozen ones stay in eval mode."""
+        super().train(mode)
+        self.policy_critic.train(mode)  # its override keeps the reference in eval mode
+        if isinstance(self.reward_fn, torch.nn.Module):
+            self.reward_fn.train(mode)  # LearnedReward keeps its model in eval mode
+        return self
+
+    def configure_optimizers(self) -> dict[str, Any]:
+        """One AdamW, a param group per network (policy at ``lr``, critic at ``critic_lr``),
+        and a per-step schedule over :func:`optimizer_steps`."""
+        policy_params, critic_params = self.policy_critic.parameter_groups()
+        algo = self.algo
+        optimizer = torch.optim.AdamW(
+            [
+                {"params": policy_params, "lr": algo.lr, "name": "policy"},
+                {"params": critic_params, "lr": algo.critic_lr, "name": "critic"},
+            ],
+            betas=tuple(algo.adam_betas),
+            weight_decay=algo.weight_decay,
+        )
+        multiplier = functools.partial(
+            lr_multiplier,
+            warmup_steps=algo.warmup_steps,
+            max_steps=optimizer_steps(algo),
+            scheduler=algo.scheduler,
+            min_lr_ratio=algo.min_lr_ratio,
+        )
+        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Keep the (possibly adapted) KL coefficient with the weights."""
+        checkpoint["ppo_kl_coef"] = self.kl_controller.value
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Resume with the KL coefficient the run had reached."""
+        self.kl_controller.value = float(checkpoint["ppo_kl_coef"])

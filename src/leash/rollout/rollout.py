@@ -1,0 +1,312 @@
+"""PPO rollouts: sample responses from the policy, then measure them once, without gradients.
+
+Two named steps, timed separately by the PPO loop:
+
+- :func:`sample` draws ``samples_per_prompt`` responses per prompt with the shared KV-cached
+  sampler (:func:`leash.rollout.generation.generate`), giving :class:`Responses`;
+- :func:`score_rollout` adds what the update needs, all under ``torch.no_grad`` and eval mode
+  (no dropout): per-token log-probs and entropies under the sampling policy, reference
+  log-probs, critic values, and the sequence score of a :class:`RewardFn`. The result is a
+  :class:`Rollout`.
+
+Scoring runs in chunks of ``chunk_size`` rows, the PPO minibatch size, so that the rollout-time
+forwards see batches of the same shape as the update's forwards.
+
+Shapes: ``B`` rollouts (prompts x samples), ``P`` prompt tokens (left padded), ``T`` response
+tokens (right padded; the mask covers the EOS token). Every per-token tensor is 0 on padding.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Protocol, TypeVar
+
+import torch
+from transformers import PreTrainedTokenizerBase
+
+from leash.config import ModelConfig, PPOConfig, RewardSource
+from leash.losses.ppo import entropy_from_logits
+from leash.models.factory import freeze, load_scalar_model
+from leash.models.value import PolicyCritic
+from leash.modules.reward import score_sequences
+from leash.rollout.generation import evaluating, generate
+
+if TYPE_CHECKING:
+    from leash.data.tasks.synthetic import SyntheticTask
+
+
+# ------------------------------------------------------------------------------------- rewards
+class RewardFn(Protocol):
+    """A sequence reward: the learned reward model and the gold reward are interchangeable."""
+
+    def __call__(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B,) float32 scores of (B, P) left-padded prompts and (B, T) responses."""
+        ...
+
+
+class LearnedReward(torch.nn.Module):
+    """A trained reward model's score of prompt + response, read at the response's last token.
+
+    The model is frozen and stays in eval mode (a parent module's ``train()`` does not wake it).
+
+    Args:
+        model: a scalar ``AutoModelForSequenceClassification`` (see ``score_sequences``).
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = freeze(model)
+
+    def forward(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B,) float32 scores."""
+        return score_sequences(
+            self.model,
+            torch.cat([prompt_ids, response_ids], dim=1),
+            torch.cat([prompt_mask, response_mask], dim=1),
+        )
+
+    def train(self, mode: bool = True) -> LearnedReward:
+        """Keep the frozen reward model in eval mode whatever ``mode`` is."""
+        super().train(mode)
+        self.model.eval()
+        return self
+
+
+class GoldTaskReward:
+    """The built-in task's gold reward of token-id rollouts (PPO-GT, the DPO paper's baseline).
+
+    Args:
+        task: the synthetic task; its reward ignores BOS and padding, and reads EOS.
+    """
+
+    def __init__(self, task: SyntheticTask) -> None:
+        self.task = task
+
+    def __call__(
+        self,
+        prompt_ids: torch.Tensor,
+        prompt_mask: torch.Tensor,
+        response_ids: torch.Tensor,
+        response_mask: torch.Tensor,
+    ) -> torch.Tensor:
+        """(B,) float32 gold rewards on the device of ``response_ids``."""
+        return self.task.gold_reward_ids(prompt_ids, response_ids)
+
+
+def build_reward_fn(
+    algo: PPOConfig,
+    model_cfg: ModelConfig,
+    tokenizer: PreTrainedTokenizerBase,
+    *,
+    task: SyntheticTask | None,
+    reward_model_path: str | None,
+) -> RewardFn:
+    """The reward of ``algo.reward``: the task's gold reward (PPO-GT) or a frozen reward model.
+
+    Args:
+        algo: reads ``reward``.
+        model_cfg: how to load the reward model (dtype, attention implementation).
+        tokenizer: the policy's tokenizer (the reward model shares it).
+        task: the built-in task, when the data is one (required for ``gold``).
+        reward_model_path: the trained reward model folder (required for ``learned``).
+    Raises:
+        ValueError: the source that ``algo.reward`` names is missing.
+    """
+    if RewardSource(algo.reward) == RewardSource.gold:
+        if task is None:
+            raise ValueError("algo.reward=gold needs a built-in task with a gold reward (data)")
+        return GoldTaskReward(task)
+    if reward_model_path is None:
+        raise ValueError("algo.reward=learned needs a trained reward model folder")
+    return LearnedReward(
+        load_scalar_model(reward_model_path, model_cfg, tokenizer, trainable=False)
+    )
+
+
+# ---------------------------------------------------------------------------------- containers
+_Rows = TypeVar("_Rows", bound="Responses")
+
+
+@dataclass
+class Responses:
+    """Sampled responses with their prompts, one row per sample."""
+
+    prompt_ids: torch.Tensor
+    """(B, P) left-padded prompts (each prompt repeated ``samples_per_prompt`` times)."""
+    prompt_mask: torch.Tensor
+    """(B, P) 1 on real prompt tokens."""
+    response_ids: torch.Tensor
+    """(B, T) sampled tokens, padded after EOS."""
+    response_mask: torch.Tensor
+    """(B, T) 1 on real response tokens, EOS included."""
+    eos_found: torch.Tensor
+    """(B,) bool, whether the response ended with EOS (False: cut at the length limit)."""
+
+    def __len__(self) -> int:
+        return int(self.prompt_ids.shape[0])
+
+    def rows(self: _Rows, index: torch.Tensor | slice) -> _Rows:
+        """The same container restricted to some rows (a minibatch or a scoring chunk)."""
+        return type(self)(**{spec.name: getattr(self, spec.name)[index] for spec in fields(self)})
+
+    @classmethod
+    def concatenate(cls: type[_Rows], parts: list[_Rows]) -> _Rows:
+        """Stack the rows of several containers of this type (inverse of :meth:`rows`)."""
+        return cls(
+            **{spec.name: torch.cat([getattr(p, spec.name) for p in parts]) for spec in fields(cls)}
+        )
+
+    def model_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(prompt_ids, prompt_mask, response_ids, response_mask): what every scorer reads."""
+        return self.prompt_ids, self.prompt_mask, self.response_ids, self.response_mask
+
+
+@dataclass
+class Rollout(Responses):
+    """Responses measured at rollout time: what the PPO update treats as constants."""
+
+    logprobs: torch.Tensor
+    """(B, T) log-probs of the response tokens under the sampling policy."""
+    ref_logprobs: torch.Tensor
+    """(B, T) log-probs of the same tokens under the reference."""
+    values: torch.Tensor
+    """(B, T) critic value of the state before each response token."""
+    entropy: torch.Tensor
+    """(B, T) entropy of the sampling policy's next-token distribution at each token."""
+    scores: torch.Tensor
+    """(B,) reward of each response (before any missing-EOS penalty)."""
+
+
+# ----------------------------------------------------------------------------------- functions
+@torch.no_grad()
+def sample(
+    policy: torch.nn.Module,
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    *,
+    samples_per_prompt: int,
+    max_new_tokens: int,
+    temperature: float,
+    eos_token_id: int,
+    pad_token_id: int,
+    allowed_token_ids: torch.Tensor | None = None,
+    generator: torch.Generator | None = None,
+) -> Responses:
+    """Draw ``samples_per_prompt`` responses per prompt from ``policy`` (eval mode, no grad).
+
+    Args:
+        policy: the causal LM to sample.
+        prompt_ids: (N, P) left-padded prompts.
+        prompt_mask: (N, P) 1 on real prompt tokens.
+        samples_per_prompt: rows per prompt; a prompt's samples are adjacent.
+        max_new_tokens: cut responses after this many tokens (EOS included).
+        temperature: sampling temperature.
+        eos_token_id: ends a response.
+        pad_token_id: fills responses after EOS.
+        allowed_token_ids: (A,) restrict the policy to these tokens.
+        generator: source of randomness (the global RNG when None).
+    Returns:
+        Responses with B = N * samples_per_prompt rows.
+    """
+    prompt_ids = prompt_ids.repeat_interleave(samples_per_prompt, dim=0)
+    prompt_mask = prompt_mask.repeat_interleave(samples_per_prompt, dim=0)
+    response_ids, response_mask = generate(
+        policy,
+        prompt_ids,
+        prompt_mask,
+        max_new_tokens,
+        eos_token_id,
+        pad_token_id,
+        temperature=temperature,
+        generator=generator,
+        allowed_token_ids=allowed_token_ids,
+    )
+    eos_found = ((response_ids == eos_token_id) & (response_mask > 0)).any(dim=1)
+    return Responses(prompt_ids, prompt_mask, response_ids, response_mask, eos_found)
+
+
+def _eval_mode(reward_fn: RewardFn) -> AbstractContextManager:
+    """Eval mode for a reward that is a network; nothing to switch for a plain function."""
+    return evaluating(reward_fn) if isinstance(reward_fn, torch.nn.Module) else nullcontext()
+
+
+@torch.no_grad()
+def score(reward_fn: RewardFn, responses: Responses) -> torch.Tensor:
+    """(B,) float32 rewards of the responses, in eval mode and without gradients."""
+    with _eval_mode(reward_fn):
+        return reward_fn(*responses.model_inputs()).float()
+
+
+def _chunks(total: int, size: int) -> Iterator[slice]:
+    for start in range(0, total, size):
+        yield slice(start, start + size)
+
+
+def _measure(
+    models: PolicyCritic,
+    reward_fn: RewardFn,
+    chunk: Responses,
+    temperature: float,
+    allowed_token_ids: torch.Tensor | None,
+) -> Rollout:
+    """The rollout quantities of one chunk of rows (one forward pass per network)."""
+    inputs = chunk.model_inputs()
+    policy = models.policy_logps(*inputs, allowed_token_ids, temperature)
+    return Rollout(
+        *inputs,
+        chunk.eos_found,
+        logprobs=policy.logps,
+        ref_logprobs=models.reference_logps(*inputs, allowed_token_ids, temperature),
+        values=models.values(*inputs),
+        entropy=entropy_from_logits(policy.logits) * chunk.response_mask,
+        scores=score(reward_fn, chunk),
+    )
+
+
+@torch.no_grad()
+def score_rollout(
+    models: PolicyCritic,
+    reward_fn: RewardFn,
+    responses: Responses,
+    *,
+    chunk_size: int,
+    temperature: float = 1.0,
+    allowed_token_ids: torch.Tensor | None = None,
+) -> Rollout:
+    """Measure sampled responses once: log-probs, entropies, reference log-probs, values, scores.
+
+    Everything runs in eval mode under ``torch.no_grad``, in chunks of ``chunk_size`` rows, with
+    the same temperature and token restriction as the sampler, so that the update's first
+    forward on the same rows reproduces ``logprobs`` exactly (ratio 1).
+
+    Args:
+        models: policy, reference and critic.
+        reward_fn: the sequence reward (learned RM or gold reward).
+        responses: B sampled rows.
+        chunk_size: rows per forward pass (the PPO minibatch size).
+        temperature: the sampling temperature (log-probs are those of the sampled policy).
+        allowed_token_ids: (A,) the sampler's token restriction.
+    Returns:
+        the Rollout of the B rows.
+    """
+    with evaluating(models):
+        return Rollout.concatenate(
+            [
+                _measure(models, reward_fn, responses.rows(rows), temperature, allowed_token_ids)
+                for rows in _chunks(len(responses), chunk_size)
+            ]
+        )
