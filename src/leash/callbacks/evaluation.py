@@ -3,7 +3,8 @@
 The recipe attaches an :class:`~leash.evaluation.evaluator.EvalContext` to the LightningModule
 (``pl_module.eval_context``); this callback owns the sampling settings, so that every algorithm
 is measured with the same ones. Metrics are logged under ``eval/``; the sampled responses of the
-latest evaluation are written to ``eval_samples.jsonl`` in the run folder.
+latest evaluation are written to ``eval_samples.jsonl`` in the run folder, and on the exact task
+the optimal reward-KL curve from the reference to ``frontier.json`` (what reports draw).
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 
 import lightning
 
+from leash.callbacks.resources import write_json_atomic
 from leash.evaluation.evaluator import EvalSettings, PolicyEvaluator
 
 log = logging.getLogger(__name__)
@@ -46,9 +48,19 @@ class PolicyEvaluation(lightning.Callback):
             metrics = result.metrics
             self.last_samples = result.samples
             self._write_samples(trainer.global_step, result.samples)
+            if result.frontier is not None:
+                self._write_frontier(result.frontier)
         metrics = trainer.strategy.broadcast(metrics, src=0)
         # Every process logs the same numbers, so the cross-process mean is exact.
         pl_module.log_dict(metrics, sync_dist=True)
+
+    def _write_frontier(self, curve) -> None:
+        payload = {
+            "beta": [None if b == float("inf") else float(b) for b in curve.betas],
+            "kl": [float(v) for v in curve.kl],
+            "reward": [float(v) for v in curve.reward],
+        }
+        write_json_atomic(self.output_dir / "frontier.json", payload)
 
     def _write_samples(self, step: int, samples: list) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)

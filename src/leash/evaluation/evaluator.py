@@ -84,8 +84,14 @@ class SampleRow:
 
 @dataclass(frozen=True)
 class Evaluation:
+    """One evaluation of a policy."""
+
     metrics: dict[str, float]
+    """``eval/*`` figures."""
     samples: list[SampleRow]
+    """Every sampled response with its scores."""
+    frontier: Frontier | None = None
+    """The exact optimal reward-KL curve from the reference (enumerable tasks only)."""
 
 
 def _is_enumerable(task: SyntheticTask | None) -> bool:
@@ -150,8 +156,10 @@ class PolicyEvaluator:
         scores = self._rm_scores(prompt_ids, samples.response_ids)
         if scores is not None:
             metrics["eval/rm_score"] = float(scores.mean())
+        curve = None
         if self.oracle is not None:
-            metrics.update(self._exact_metrics(policy))
+            exact, curve = self._exact_metrics(policy)
+            metrics.update(exact)
         rows = [
             SampleRow(
                 prompt=self.prompts[samples.prompt_index[i]],
@@ -162,7 +170,7 @@ class PolicyEvaluator:
             )
             for i in range(len(samples))
         ]
-        return Evaluation(metrics, rows)
+        return Evaluation(metrics, rows, curve)
 
     def _sequence_logps(
         self, model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]]
@@ -219,7 +227,7 @@ class PolicyEvaluator:
         return torch.cat(scores).double()
 
     # ---------------------------------------------------------------------------------- exact
-    def _exact_metrics(self, policy: torch.nn.Module) -> dict[str, float]:
+    def _exact_metrics(self, policy: torch.nn.Module) -> tuple[dict[str, float], Frontier]:
         with evaluating(policy):
             distribution = self.oracle.distribution(policy)
         reference = self._exact_reference(distribution)
@@ -229,7 +237,7 @@ class PolicyEvaluator:
         kl = exact_kl(distribution, reference)
         reward = exact_gold_reward(distribution)
         optimum_kl, optimum_reward = optimal_point(reference, FRONTIER_REPORT_BETA)
-        return {
+        metrics = {
             "eval/exact_kl": kl,
             "eval/exact_gold_reward": reward,
             "eval/frontier_gap": frontier_gap(kl, reward, curve),
@@ -237,6 +245,7 @@ class PolicyEvaluator:
             "eval/optimum_beta0.1_kl": optimum_kl,
             "eval/optimum_beta0.1_gold_reward": optimum_reward,
         }
+        return metrics, curve
 
     def _exact_reference(self, policy_distribution: ExactDistribution) -> ExactDistribution:
         """The reference's exact distribution, enumerated once (it is frozen)."""

@@ -32,7 +32,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from leash.config import CriticInit, MemoryMode, ModelConfig, PeftConfig, PPOConfig
 from leash.losses.logprobs import token_logps
 from leash.models.factory import freeze, load_causal_lm, load_scalar_model
-from leash.rollout.generation import positions_from_mask
+from leash.rollout.generation import positions_from_mask, restrict_logits
 from leash.rollout.scoring import response_token_logps
 
 POLICY_ADAPTER = "policy"
@@ -122,8 +122,8 @@ def tempered_logps(
     logps, logits = response_token_logps(
         model, prompt_ids, prompt_mask, response_ids, response_mask, allowed_token_ids, True
     )
-    if temperature != 1.0:
-        logits = logits / temperature
+    if temperature != 1.0:  # re-mask: below 1, dividing the mask value overflows to -inf
+        logits = restrict_logits(logits / temperature, allowed_token_ids)
         logps = token_logps(logits, response_ids) * response_mask
     return PolicyOutput(logps, logits)
 

@@ -9,6 +9,9 @@ Two named steps, timed separately by the PPO loop:
   log-probs, critic values, and the sequence score of a :class:`RewardFn`. The result is a
   :class:`Rollout`.
 
+Rewards are any :class:`RewardFn`: :class:`LearnedReward` (a frozen reward model) or
+:class:`GoldTaskReward` (PPO-GT); :func:`build_reward_fn` picks one from ``algo.reward``.
+
 Scoring runs in chunks of ``chunk_size`` rows, the PPO minibatch size, so that the rollout-time
 forwards see batches of the same shape as the update's forwards.
 
