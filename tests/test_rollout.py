@@ -241,3 +241,21 @@ def test_reward_source_picks_the_gold_reward_or_a_frozen_reward_model(task, chec
         build_reward_fn(gold, ModelConfig(), tokenizer, task=None, reward_model_path=path)
     with pytest.raises(ValueError, match="learned"):
         build_reward_fn(learned, ModelConfig(), tokenizer, task=task, reward_model_path=None)
+
+
+def test_tempered_logps_are_those_of_the_sampled_distribution(task, checkpoint, prompts):
+    models = separate(task, checkpoint)
+    responses = draw(task, models.policy, prompts)
+    inputs, allowed = responses.model_inputs(), task.allowed_token_ids()
+    plain = models.policy_logps(*inputs, allowed).logps.detach()
+    hot = models.policy_logps(*inputs, allowed, temperature=2.0)
+    # First response token: predicted from the prompt's last position alone.
+    logits = models.policy(input_ids=responses.prompt_ids, attention_mask=responses.prompt_mask,
+                           position_ids=(responses.prompt_mask.cumsum(-1) - 1).clamp(min=0)).logits
+    restricted = torch.full_like(logits[:, -1], float("-inf"))
+    restricted[:, allowed] = logits[:, -1, allowed]
+    first = responses.response_ids[:, :1]
+    for temperature, logps in ((1.0, plain), (2.0, hot.logps.detach())):
+        expected = torch.log_softmax(restricted / temperature, -1).gather(1, first).squeeze(1)
+        torch.testing.assert_close(logps[:, 0], expected.detach(), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(plain, hot.logps.detach())
