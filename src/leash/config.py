@@ -267,7 +267,9 @@ class AlgoConfig:
     min_lr_ratio: float = field(default=0.1, metadata={"ge": 0, "le": 1})
     """Final learning rate as a fraction of the peak (cosine and linear)."""
     max_steps: int = _positive(200)
-    """Optimizer steps of this algorithm (the Trainer's `max_steps` follows it)."""
+    """Training steps of this algorithm: optimizer steps, or PPO iterations."""
+    max_grad_norm: float | None = field(default=1.0, metadata={"gt": 0})
+    """Clip the gradient norm at this value before each optimizer step; None disables."""
 
 
 @dataclass
@@ -309,9 +311,9 @@ class RewardConfig(AlgoConfig):
 class PPOConfig(AlgoConfig):
     """PPO-RLHF: on-policy rollouts scored by a reward model, under a per-token KL penalty.
 
-    One optimizer step of the Trainer is one PPO iteration: a rollout batch of
-    `data.batch_size` prompts x `samples_per_prompt`, then `ppo_epochs` passes of
-    `num_minibatches` clipped updates. `lr` is the policy's learning rate.
+    `max_steps` counts PPO iterations: a rollout batch of `data.batch_size` prompts x
+    `samples_per_prompt`, then `ppo_epochs` passes of `num_minibatches` clipped updates; the
+    Trainer counts the updates (see :func:`optimizer_steps`). `lr` is the policy's learning rate.
     """
 
     name: str = "ppo"
@@ -434,8 +436,27 @@ ALGO_SCHEMAS: dict[str, type[AlgoConfig]] = {
 }
 
 
+def optimizer_steps(algo: Any, iterations: int) -> int:
+    """Optimizer steps in ``iterations`` training steps: PPO updates ``ppo_epochs x
+    num_minibatches`` times per iteration, every other algorithm once per step."""
+    if ALGO_SCHEMAS.get(algo["name"]) is PPOConfig:
+        return iterations * algo["ppo_epochs"] * algo["num_minibatches"]
+    return iterations
+
+
+def lightning_clip(algo: Any) -> float | None:
+    """The Trainer's `gradient_clip_val`: the algorithm's norm, except for manual optimisation
+    (PPO clips inside its own update, where Lightning's clipping is not allowed)."""
+    return None if ALGO_SCHEMAS.get(algo["name"]) is PPOConfig else algo["max_grad_norm"]
+
+
 def register_configs() -> None:
-    """Put the schemas in Hydra's ConfigStore; YAML files extend them through their defaults."""
+    """Put the schemas in Hydra's ConfigStore (YAML files extend them through their defaults)
+    and the resolvers that derive Trainer sizes from the algorithm block."""
+    for name, function in (("leash.optimizer_steps", optimizer_steps),
+                           ("leash.lightning_clip", lightning_clip)):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
     store = ConfigStore.instance()
     store.store(name="train_schema", node=TrainConfig)
     for schema in set(ALGO_SCHEMAS.values()):  # algo/<name>.yaml extends schema/algo/<Schema>
@@ -493,6 +514,16 @@ def _check_cross_field(cfg: TrainConfig) -> list[str]:
     if isinstance(cfg.algo, DPOConfig) and cfg.algo.reference == ReferenceMode.adapter:
         if not cfg.peft.enabled:
             problems.append("algo.reference: `adapter` needs a LoRA policy; set peft=lora")
+    if isinstance(cfg.algo, PPOConfig):
+        if cfg.algo.memory_mode == MemoryMode.shared_lora and cfg.algo.critic_init != "policy":
+            problems.append("algo.critic_init: shared_lora's critic is an adapter on the SFT "
+                            "base; set algo.critic_init=policy")
+        if cfg.algo.reward == RewardSource.gold and cfg.data.source != DataSource.task:
+            problems.append("algo.reward: `gold` needs a built-in task (data=exact or long)")
+        rollouts = cfg.data.batch_size * cfg.algo.samples_per_prompt
+        if rollouts % cfg.algo.num_minibatches:
+            problems.append(f"algo.num_minibatches: must divide the rollout batch "
+                            f"(data.batch_size x algo.samples_per_prompt = {rollouts})")
     return problems
 
 

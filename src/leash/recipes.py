@@ -17,7 +17,16 @@ import lightning
 import torch
 
 from leash.cache import config_key, link_or_copy_tree
-from leash.config import DPOConfig, DPOLoss, ReferenceMode, RewardConfig, SFTConfig, TrainConfig
+from leash.config import (
+    DPOConfig,
+    DPOLoss,
+    PPOConfig,
+    ReferenceMode,
+    RewardConfig,
+    RewardSource,
+    SFTConfig,
+    TrainConfig,
+)
 from leash.data.datamodule import PreferenceDataModule
 from leash.evaluation.evaluator import EvalContext, ReferenceScope
 from leash.models.factory import (
@@ -26,10 +35,13 @@ from leash.models.factory import (
     load_tokenizer,
     save_policy,
 )
+from leash.models.value import build_policy_critic
 from leash.modules.dpo import DPOModule
+from leash.modules.ppo import PPOModule
 from leash.modules.reference import precompute_reference_logps
 from leash.modules.reward import RewardModelModule
 from leash.modules.sft import SFTModule
+from leash.rollout.rollout import LearnedReward, build_reward_fn
 from leash.stages import Stages
 
 log = logging.getLogger(__name__)
@@ -197,8 +209,53 @@ def run_reward(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> 
     log.info("reward model saved to %s (cached as %s)", run_model, cached)
 
 
+# ------------------------------------------------------------------------------------------ PPO
+def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+    """PPO-RLHF (learned reward) or PPO-GT (gold reward) from the SFT policy, on the prompts of
+    the shared preference pairs."""
+    algo: PPOConfig = cfg.algo
+    sft_path = stages.sft_policy()
+    tokenizer = load_tokenizer(sft_path, cfg.model)
+    reward_path = stages.reward_model() if algo.reward == RewardSource.learned else None
+    datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "prompts", cfg.seed)
+    policy_critic = build_policy_critic(
+        algo, cfg.model, cfg.peft, tokenizer, sft_path=sft_path, reward_model_path=reward_path
+    )
+    reward_fn = build_reward_fn(
+        algo, cfg.model, tokenizer, task=stages.task, reward_model_path=reward_path
+    )
+    task = stages.task
+    module = PPOModule(
+        policy_critic,
+        reward_fn,
+        algo,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        max_new_tokens=task.config.max_response_length if task is not None else None,
+        allowed_token_ids=allowed_tokens(stages),
+        max_grad_norm=algo.max_grad_norm,
+    )
+    module.eval_context = EvalContext(
+        tokenizer,
+        eval_prompts(stages, datamodule),
+        task=task,
+        reference_scope=policy_critic.reference_scope,
+        reward_model=reward_fn.model if isinstance(reward_fn, LearnedReward) else None,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
+    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
+    write_artifacts(
+        cfg, reference=sft_path, reward_model=str(reward_path), policy=str(run_policy)
+    )
+
+
 Recipe = Callable[[TrainConfig, lightning.Trainer, Stages], None]
-RECIPES: dict[type, Recipe] = {SFTConfig: run_sft, DPOConfig: run_dpo, RewardConfig: run_reward}
+RECIPES: dict[type, Recipe] = {
+    SFTConfig: run_sft,
+    DPOConfig: run_dpo,
+    RewardConfig: run_reward,
+    PPOConfig: run_ppo,
+}
 
 
 def run_recipe(cfg: TrainConfig, trainer: lightning.Trainer, overrides: Sequence[str]) -> None:
