@@ -27,6 +27,8 @@ commands:
   train     one run of an algorithm (`leash train algo=sft`), or a sweep with -m
             (`leash train -m sweep=sft_lr`); `leash train --help` lists the config groups,
             `leash train --cfg job` prints the composed config.
+  report    the comparison table and plots of every run under a folder (a multirun included):
+            `leash report DIR [--out OUT]`.
 """
 
 
@@ -96,6 +98,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command == "train":
         _train_main(rest)
+    elif command == "report":
+        from leash.report.main import main as report_main
+
+        raise SystemExit(report_main(rest))
     elif "=" in command or command.startswith("-"):  # bare overrides or Hydra flags: train
         _train_main(argv)
     else:

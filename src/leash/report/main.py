@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
 
 from leash.report.plots import plot_costs, plot_frontier, points_above_frontier
 from leash.report.runs import FINISHED, load_runs
@@ -24,6 +26,13 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("dir", type=Path, metavar="DIR", help="folder to search for runs")
     parser.add_argument("--out", type=Path, default=None, help="where to write (default: DIR)")
     return parser
+
+
+def _fitting_console(console: Console, table: Table) -> Console:
+    """A console as wide as the table's natural width: rich would otherwise crop columns and
+    cut numbers to fit a narrow terminal (which soft-wraps instead) or a log file's 80 columns."""
+    width = console.measure(table, options=console.options.update_width(10_000)).maximum
+    return console if width <= console.width else Console(width=width)
 
 
 def main(argv: list[str]) -> int:
@@ -53,13 +62,11 @@ def main(argv: list[str]) -> int:
     finished = sum(run.status == FINISHED for run in runs)
     title = f"{len(runs)} runs under {args.dir} ({finished} finished)"
     table = to_rich(runs, title=title)
-    if not console.is_terminal:  # a log file: print at full width rather than at 80 columns
-        wide = console.options.update_width(10_000)
-        console = Console(width=console.measure(table, options=wide).maximum)
+    console = _fitting_console(console, table)
     console.print(table)
     if above:
-        console.print(f"[bold red]warning:[/] above the optimal frontier: {names}")
+        console.print(f"[bold red]warning:[/] above the optimal frontier: {escape(names)}")
     written = write_reports(runs, args.dir, out, notes)
     for path in written + [figure.path for figure in figures]:
-        console.print(f"wrote {path}")
+        console.print(f"wrote {path}", markup=False)
     return 0

@@ -162,12 +162,12 @@ def plot_frontier(runs: list[RunRecord], path: Path) -> PlotFile | None:
             s=180,
             color=color,
             zorder=3,
-            label="SFT reference (KL 0)" if index == 0 else None,
+            label="reference policy (KL 0)" if index == 0 else None,
         )
         names = ", ".join(run.name for run in owners)
         sources.append(f"curve {index + 1}: frontier.json of {names}")
     _draw_points(axes, points, first_color=len(frontiers))
-    kl_min = min(0.0, *(p.kl for p in points))  # a sampled k1 estimate can be negative
+    kl_min = min([0.0, *(p.kl for p in points)])  # a sampled k1 estimate can be < 0
     axes.set_xlim(kl_min - _LEFT_MARGIN * (kl_max - kl_min), kl_max)
     axes.set_xlabel("KL(π ‖ π_ref) (nats per prompt)")
     axes.set_ylabel("gold reward (mean per response)")

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from rich import box
 from rich.table import Table
+from rich.text import Text
 
 from leash.report.runs import FINISHED, RunRecord
 
@@ -198,10 +199,8 @@ COLUMNS: list[Column] = [
 
 
 def row(run: RunRecord) -> dict[str, Value]:
-    """One run's values by column header; a failed run has blanks but its name and status."""
-    always = ("method", "status")
-    finished = run.status == FINISHED
-    return {c.header: c.read(run) if finished or c.name in always else None for c in COLUMNS}
+    """One run's values by column header (a failed run has only its name and status)."""
+    return {column.header: column.read(run) for column in COLUMNS}
 
 
 def _cell(value: Value) -> str:
@@ -249,21 +248,13 @@ def to_json(runs: list[RunRecord]) -> str:
 
 
 def to_rich(runs: list[RunRecord], title: str = "") -> Table:
-    """The table for the console; failed rows in red. Numbers are never cut short: a narrow
-    terminal wraps headers and names first."""
-    texts = [_texts(run) for run in runs]
-    table = Table(title=title or None, box=box.SIMPLE_HEAD)
-    for index, column in enumerate(COLUMNS):
-        numeric = column.fmt != ""
-        widest = max((len(row_texts[index]) for row_texts in texts), default=0)
-        table.add_column(
-            column.header,
-            justify="right" if numeric else "left",
-            min_width=widest if numeric else None,
-            overflow="fold",
-        )
-    for run, row_texts in zip(runs, texts, strict=True):
-        table.add_row(*row_texts, style=None if run.status == FINISHED else "red")
+    """The table for the console; failed rows in red."""
+    table = Table(title=title or None, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
+    for column in COLUMNS:
+        table.add_column(column.header, justify="left" if column.fmt == "" else "right")
+    for run in runs:
+        cells = [Text(text) for text in _texts(run)]  # Text: a name's "[...]" is not markup
+        table.add_row(*cells, style=None if run.status == FINISHED else "red")
     return table
 
 
