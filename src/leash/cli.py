@@ -70,11 +70,16 @@ def train_job(cfg: DictConfig) -> None:
 
     _log_through_hydra_only()
 
-    lightning.seed_everything(typed.seed, workers=True)
-    callbacks = _instantiate_group(cfg.callbacks)
-    loggers = _instantiate_group(cfg.logger)
-    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
-    run_recipe(typed, trainer, list(HydraConfig.get().overrides.task))
+    from leash.logging_wandb import finishing_wandb
+
+    with finishing_wandb():  # the W&B run is closed even when the job raises
+        lightning.seed_everything(typed.seed, workers=True)
+        callbacks = _instantiate_group(cfg.callbacks)
+        loggers = _instantiate_group(cfg.logger)
+        trainer = hydra.utils.instantiate(
+            cfg.trainer, callbacks=callbacks, logger=loggers or False
+        )
+        run_recipe(typed, trainer, list(HydraConfig.get().overrides.task))
 
 
 def _train_main(argv: Sequence[str]) -> None:

@@ -148,7 +148,7 @@ def wandb_logger(
     group: str | None = None,
     mode: str = "auto",
     config_file: str | None = None,
-    init_timeout: float = 60.0,
+    init_timeout: float = 30.0,
     finish_timeout: float = 120.0,
     **kwargs: Any,
 ) -> LeashWandbLogger:

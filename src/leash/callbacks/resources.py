@@ -19,6 +19,7 @@ from pathlib import Path
 
 import lightning
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 
 # Dense bf16 peak FLOP/s of accelerators whose MFU we can report (vendor datasheets).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -179,15 +180,16 @@ class ResourceMetrics(lightning.Callback):
         self.write(trainer, pl_module)
 
     def on_validation_end(self, trainer, pl_module) -> None:
-        if not trainer.training:  # a validate-only run (e.g. a cached SFT policy) is a run too
+        if trainer.state.fn == TrainerFn.VALIDATING:  # a validate-only run (cached SFT) counts
             self.write(trainer, pl_module)
 
     def write(self, trainer, pl_module) -> None:
         """Log the figures and write metrics.json with them and the final logged metrics."""
         report = self.report(trainer, pl_module)
         flat = {k: v for k, v in asdict(report).items() if isinstance(v, (int, float))}
-        if trainer.logger is not None and trainer.is_global_zero:
-            trainer.logger.log_metrics({f"resources/{k}": v for k, v in flat.items()})
+        if trainer.is_global_zero:
+            for logger in trainer.loggers:
+                logger.log_metrics({f"resources/{k}": v for k, v in flat.items()})
         if not trainer.is_global_zero:
             return
         final = {  # NaN/inf kept visible as null rather than dropped

@@ -58,8 +58,10 @@ class WandbEvalMedia(lightning.Callback):
             return
         logger = next((lg for lg in trainer.loggers if isinstance(lg, WandbLogger)), None)
         evaluation = next((c for c in trainer.callbacks if isinstance(c, PolicyEvaluation)), None)
-        if logger is None or evaluation is None or evaluation.last_samples is self._logged:
-            return  # no W&B, no evaluator, or no new evaluation since the last call
+        if logger is None or evaluation is None or not evaluation.last_samples:
+            return  # no W&B, no evaluator, or nothing evaluated (no eval_context)
+        if evaluation.last_samples is self._logged:
+            return  # no new evaluation since the last call
         self._logged = evaluation.last_samples
         import wandb
 
