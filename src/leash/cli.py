@@ -27,6 +27,8 @@ commands:
   train     one run of an algorithm (`leash train algo=sft`), or a sweep with -m
             (`leash train -m sweep=sft_lr`); `leash train --help` lists the config groups,
             `leash train --cfg job` prints the composed config.
+  compare   the main job: SFT, reward model, PPO, PPO-GT and DPO from one SFT policy on the
+            same pairs, then one table (`leash compare [overrides] [dpo.algo.beta=0.3 ...]`).
   report    the comparison table and plots of every run under a folder (a multirun included):
             `leash report DIR [--out OUT]`.
 """
@@ -103,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> None:
     command, rest = argv[0], argv[1:]
     if command == "train":
         _train_main(rest)
+    elif command == "compare":
+        from leash.compare import main as compare_main
+
+        raise SystemExit(compare_main(rest))
     elif command == "report":
         from leash.report.main import main as report_main
 

@@ -89,8 +89,14 @@ def role_bytes(module: torch.nn.Module, optimizer_state: dict | None) -> RoleByt
     )
 
 
-def count_tokens(batch) -> tuple[int, int]:
-    """(tokens, rows) of a batch: real tokens summed over every ``*attention_mask`` field."""
+def count_tokens(batch, pl_module=None) -> tuple[int, int]:
+    """(tokens, rows) a training step processed.
+
+    A module that makes its own data (PPO generates rollouts from a batch of prompts) reports
+    them as ``step_tokens``; otherwise the real tokens of every ``*attention_mask`` field.
+    """
+    if getattr(pl_module, "step_tokens", None) is not None:
+        return pl_module.step_tokens
     masks = [v for k, v in vars(batch).items() if k.endswith("attention_mask") and v is not None]
     return int(sum(int(m.sum()) for m in masks)), len(batch)
 
@@ -141,7 +147,7 @@ class ResourceMetrics(lightning.Callback):
         if pl_module.device.type == "cuda":
             torch.cuda.synchronize(pl_module.device)
         self._step_times.append(time.perf_counter() - self._step_started)
-        tokens, samples = count_tokens(batch)
+        tokens, samples = count_tokens(batch, pl_module)
         self._tokens += tokens
         self._samples += samples
 

@@ -332,6 +332,8 @@ class PPOModule(lightning.LightningModule):
     ) -> None:
         super().__init__()
         self.automatic_optimization = False
+        self.step_tokens: tuple[int, int] | None = None
+        """(tokens, rollouts) of the latest iteration, read by the resource metrics."""
         self.policy_critic = policy_critic
         self.reward_fn = reward_fn
         self.algo = algo
@@ -423,6 +425,10 @@ class PPOModule(lightning.LightningModule):
             float(metrics["train/objective/kl"]), len(rollout) * self.trainer.world_size
         )
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
+        # What this step processed, for the resource metrics: every rollout's prompt + response.
+        self.step_tokens = (
+            int(responses.prompt_mask.sum() + responses.response_mask.sum()), len(rollout)
+        )
         if iteration + 1 >= self.algo.max_steps:
             self.trainer.should_stop = True
 
