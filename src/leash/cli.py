@@ -14,6 +14,7 @@ from collections.abc import Sequence
 import hydra
 from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
+from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
 from leash.config import ConfigError, register_configs, validate
@@ -65,6 +66,8 @@ def train_job(cfg: DictConfig) -> None:
         typed = validate(cfg)
     except ConfigError as error:
         log.error("%s", error)
+        if HydraConfig.get().mode == RunMode.MULTIRUN:
+            raise  # Hydra records this job as failed and goes on with the next one
         raise SystemExit(2) from None
     import lightning  # heavy imports (torch, transformers) only once the config is valid
 

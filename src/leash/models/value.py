@@ -138,7 +138,6 @@ class PolicyCritic(torch.nn.Module, ABC):
     policy: torch.nn.Module
     """The causal LM that samples rollouts (and that the evaluator samples)."""
 
-    @abstractmethod
     def policy_logps(
         self,
         prompt_ids: torch.Tensor,
@@ -149,8 +148,12 @@ class PolicyCritic(torch.nn.Module, ABC):
         temperature: float = 1.0,
     ) -> PolicyOutput:
         """Policy log-probs (B, T) and logits (B, T, V) of the responses (with gradients)."""
+        return tempered_logps(
+            self.policy, prompt_ids, prompt_mask, response_ids, response_mask,
+            allowed_token_ids, temperature,
+        )
 
-    @abstractmethod
+    @torch.no_grad()
     def reference_logps(
         self,
         prompt_ids: torch.Tensor,
@@ -161,6 +164,11 @@ class PolicyCritic(torch.nn.Module, ABC):
         temperature: float = 1.0,
     ) -> torch.Tensor:
         """Reference log-probs (B, T) of the responses, 0 on padding (never any gradient)."""
+        with self.reference_scope() as reference:
+            return tempered_logps(
+                reference, prompt_ids, prompt_mask, response_ids, response_mask,
+                allowed_token_ids, temperature,
+            ).logps
 
     @abstractmethod
     def values(
@@ -214,37 +222,6 @@ class SeparatePolicyCritic(PolicyCritic):
         self.policy = policy
         self.reference = freeze(reference)
         self.critic = critic
-
-    def policy_logps(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        response_ids: torch.Tensor,
-        response_mask: torch.Tensor,
-        allowed_token_ids: torch.Tensor | None = None,
-        temperature: float = 1.0,
-    ) -> PolicyOutput:
-        """Policy log-probs (B, T) and logits (B, T, V) of the responses (with gradients)."""
-        return tempered_logps(
-            self.policy, prompt_ids, prompt_mask, response_ids, response_mask,
-            allowed_token_ids, temperature,
-        )
-
-    @torch.no_grad()
-    def reference_logps(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        response_ids: torch.Tensor,
-        response_mask: torch.Tensor,
-        allowed_token_ids: torch.Tensor | None = None,
-        temperature: float = 1.0,
-    ) -> torch.Tensor:
-        """Reference log-probs (B, T) of the responses from the frozen copy."""
-        return tempered_logps(
-            self.reference, prompt_ids, prompt_mask, response_ids, response_mask,
-            allowed_token_ids, temperature,
-        ).logps
 
     def values(
         self,
@@ -323,38 +300,6 @@ class SharedLoraPolicyCritic(PolicyCritic):
                 yield self.policy
         finally:
             self._restore_policy()
-
-    def policy_logps(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        response_ids: torch.Tensor,
-        response_mask: torch.Tensor,
-        allowed_token_ids: torch.Tensor | None = None,
-        temperature: float = 1.0,
-    ) -> PolicyOutput:
-        """Policy log-probs (B, T) and logits (B, T, V) (policy adapter, with gradients)."""
-        return tempered_logps(
-            self.policy, prompt_ids, prompt_mask, response_ids, response_mask,
-            allowed_token_ids, temperature,
-        )
-
-    @torch.no_grad()
-    def reference_logps(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        response_ids: torch.Tensor,
-        response_mask: torch.Tensor,
-        allowed_token_ids: torch.Tensor | None = None,
-        temperature: float = 1.0,
-    ) -> torch.Tensor:
-        """Reference log-probs (B, T): the base with its adapters disabled."""
-        with self.reference_scope() as reference:
-            return tempered_logps(
-                reference, prompt_ids, prompt_mask, response_ids, response_mask,
-                allowed_token_ids, temperature,
-            ).logps
 
     def values(
         self,
