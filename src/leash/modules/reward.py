@@ -22,6 +22,7 @@ from leash.config import RewardConfig
 from leash.data.types import PreferenceBatch
 from leash.losses.preference import bradley_terry_loss
 from leash.modules.optim import build_optimizer
+from leash.rollout.generation import positions_from_mask
 
 
 def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
@@ -58,7 +59,7 @@ def score_sequences(
         raise TypeError(
             f"{type(classifier).__name__} needs a backbone (base_model_prefix) and a `score` head"
         )
-    position_ids = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+    position_ids = positions_from_mask(attention_mask)
     hidden = getattr(classifier, prefix)(
         input_ids=input_ids,
         attention_mask=attention_mask,

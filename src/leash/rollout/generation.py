@@ -97,8 +97,12 @@ def restrict_logits(logits: torch.Tensor, allowed_token_ids: torch.Tensor | None
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:
-    """The forward keyword of the KV cache: ``cache`` in recent transformers, else the old name."""
-    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+    """The forward keyword of the KV cache: ``cache`` in recent transformers, else the old name.
+
+    A PEFT wrapper's forward only shows ``**kwargs``: read the wrapped model's signature.
+    """
+    inner = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
 def _sample_token(
