@@ -33,8 +33,12 @@ GRID = {
     "ppo": ("algo.kl_coef", [0.05, 0.2]),
 }
 BEST_OF = [2, 4, 8, 16, 64]
-STYLE = {"dpo": ("tab:orange", "o"), "ppo": ("tab:green", "s"), "ppo_gt": ("tab:red", "^"),
-         "sft": ("tab:purple", "*")}
+STYLE = {
+    "dpo": ("tab:orange", "o"),
+    "ppo": ("tab:green", "s"),
+    "ppo_gt": ("tab:red", "^"),
+    "sft": ("tab:purple", "*"),
+}
 
 
 def train(run_dir: Path, overrides: list[str]) -> bool:
@@ -78,13 +82,31 @@ def plot(runs, best_of, path: Path) -> None:
     kept = [(k, r) for k, r in zip(curve.kl, curve.reward, strict=True) if k <= 1.15 * max_kl]
     axes.plot(*zip(*kept, strict=True), color="tab:blue", lw=2, label="exact optimal frontier")
     for algo, (color, marker) in STYLE.items():
-        points = sorted((p.kl, p.reward) for run in runs if run.algo == algo
-                        for p in [run_point(run)] if p is not None)
+        points = sorted(
+            (p.kl, p.reward)
+            for run in runs
+            if run.algo == algo
+            for p in [run_point(run)]
+            if p is not None
+        )
         if points:
-            axes.plot(*zip(*points, strict=True), color=color, marker=marker, ms=8,
-                      lw=1, label=algo.upper().replace("_", "-"))
-    axes.plot([k for _, k, _ in best_of], [r for _, _, r in best_of], color="tab:gray",
-              marker="D", lw=1, ls="--", label="best-of-N (N = " + ",".join(map(str, BEST_OF)) + ")")
+            axes.plot(
+                *zip(*points, strict=True),
+                color=color,
+                marker=marker,
+                ms=8,
+                lw=1,
+                label=algo.upper().replace("_", "-"),
+            )
+    axes.plot(
+        [k for _, k, _ in best_of],
+        [r for _, _, r in best_of],
+        color="tab:gray",
+        marker="D",
+        lw=1,
+        ls="--",
+        label="best-of-N (N = " + ",".join(map(str, BEST_OF)) + ")",
+    )
     axes.set_xlabel("KL(π ‖ π_ref), nats per prompt (exact)")
     axes.set_ylabel("expected gold reward (exact)")
     axes.set_title("Reward–KL frontier on data=exact (held-out prompts)")
@@ -104,8 +126,9 @@ def main() -> int:
     ok = train(runs_dir / "sft", ["algo=sft", *args.overrides])
     for algo, (key, values) in GRID.items():
         for value in values:
-            ok &= train(runs_dir / f"{algo}_{value}", [f"algo={algo}", f"{key}={value}",
-                                                        *args.overrides])
+            ok &= train(
+                runs_dir / f"{algo}_{value}", [f"algo={algo}", f"{key}={value}", *args.overrides]
+            )
     report_main([str(runs_dir), "--out", str(args.out)])
     runs = load_runs(runs_dir)
     best_of = best_of_n_points(runs_dir / "sft")
@@ -120,8 +143,10 @@ def main() -> int:
     if above:
         print(f"ABOVE THE OPTIMAL FRONTIER (a bug): {above}", file=sys.stderr)
         return 1
-    print(f"every point lies on or below the exact optimal frontier; figure: "
-          f"{args.out / 'reward_kl_frontier.png'}")
+    print(
+        f"every point lies on or below the exact optimal frontier; figure: "
+        f"{args.out / 'reward_kl_frontier.png'}"
+    )
     return 0 if ok else 1
 
 

@@ -13,7 +13,8 @@ from leash.evaluation.oracle import ExactDistribution, exact_gold_reward, exact_
 
 def toy(probs, rewards) -> ExactDistribution:
     return ExactDistribution(
-        torch.tensor([probs], dtype=torch.float64).log(), torch.tensor([rewards], dtype=torch.float64)
+        torch.tensor([probs], dtype=torch.float64).log(),
+        torch.tensor([rewards], dtype=torch.float64),
     )
 
 

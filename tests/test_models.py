@@ -53,7 +53,9 @@ def test_roles_frozen_and_trainable(tiny_dir):
 def test_lora_policy_trains_only_the_adapter(tiny_dir):
     cfg = ModelConfig()
     tokenizer = load_tokenizer(str(tiny_dir), cfg)
-    policy = load_causal_lm(str(tiny_dir), cfg, tokenizer, trainable=True, peft=PeftConfig(enabled=True))
+    policy = load_causal_lm(
+        str(tiny_dir), cfg, tokenizer, trainable=True, peft=PeftConfig(enabled=True)
+    )
     assert isinstance(policy, PeftModel)
     trainable = [n for n, p in policy.named_parameters() if p.requires_grad]
     assert trainable and all("lora_" in n for n in trainable)

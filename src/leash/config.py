@@ -163,7 +163,7 @@ class DataConfig:
     train_split: str = "train"
     """Split holding the training pairs."""
     eval_split: str | None = "test"
-    """Split of held-out pairs; when absent from the source, `eval_fraction` of train is held out."""
+    """Split of held-out pairs; when the source lacks it, `eval_fraction` of train is held out."""
     eval_fraction: float = field(default=0.1, metadata={"gt": 0, "lt": 1})
     """Held-out fraction carved from the train split when the source has no eval split."""
     format: RowFormat = RowFormat.auto
@@ -453,8 +453,10 @@ def lightning_clip(algo: Any) -> float | None:
 def register_configs() -> None:
     """Put the schemas in Hydra's ConfigStore (YAML files extend them through their defaults)
     and the resolvers that derive Trainer sizes from the algorithm block."""
-    for name, function in (("leash.optimizer_steps", optimizer_steps),
-                           ("leash.lightning_clip", lightning_clip)):
+    for name, function in (
+        ("leash.optimizer_steps", optimizer_steps),
+        ("leash.lightning_clip", lightning_clip),
+    ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)
     store = ConfigStore.instance()
@@ -511,19 +513,23 @@ def _check_cross_field(cfg: TrainConfig) -> list[str]:
         )
     if cfg.data.source != DataSource.task and not cfg.data.path:
         problems.append(f"data.path: required when data.source={cfg.data.source.value}")
-    if isinstance(cfg.algo, DPOConfig) and cfg.algo.reference == ReferenceMode.adapter:
-        if not cfg.peft.enabled:
-            problems.append("algo.reference: `adapter` needs a LoRA policy; set peft=lora")
+    adapter = isinstance(cfg.algo, DPOConfig) and cfg.algo.reference == ReferenceMode.adapter
+    if adapter and not cfg.peft.enabled:
+        problems.append("algo.reference: `adapter` needs a LoRA policy; set peft=lora")
     if isinstance(cfg.algo, PPOConfig):
         if cfg.algo.memory_mode == MemoryMode.shared_lora and cfg.algo.critic_init != "policy":
-            problems.append("algo.critic_init: shared_lora's critic is an adapter on the SFT "
-                            "base; set algo.critic_init=policy")
+            problems.append(
+                "algo.critic_init: shared_lora's critic is an adapter on the SFT "
+                "base; set algo.critic_init=policy"
+            )
         if cfg.algo.reward == RewardSource.gold and cfg.data.source != DataSource.task:
             problems.append("algo.reward: `gold` needs a built-in task (data=exact or long)")
         rollouts = cfg.data.batch_size * cfg.algo.samples_per_prompt
         if rollouts % cfg.algo.num_minibatches:
-            problems.append(f"algo.num_minibatches: must divide the rollout batch "
-                            f"(data.batch_size x algo.samples_per_prompt = {rollouts})")
+            problems.append(
+                f"algo.num_minibatches: must divide the rollout batch "
+                f"(data.batch_size x algo.samples_per_prompt = {rollouts})"
+            )
     return problems
 
 
@@ -535,7 +541,9 @@ def validate(cfg: DictConfig) -> TrainConfig:
     """
     algo_name = cfg.algo.get("name")
     if algo_name not in ALGO_SCHEMAS:
-        raise ConfigError(f"algo.name: unknown algorithm {algo_name!r}; one of {sorted(ALGO_SCHEMAS)}")
+        raise ConfigError(
+            f"algo.name: unknown algorithm {algo_name!r}; one of {sorted(ALGO_SCHEMAS)}"
+        )
     algo_schema = OmegaConf.structured(ALGO_SCHEMAS[algo_name])
     try:
         algo = OmegaConf.merge(algo_schema, cfg.algo)

@@ -115,7 +115,9 @@ def run_sft(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
     run_policy = save_final_policy(cfg, trainer, module, tokenizer)
     if trainer.is_global_zero:
         cached = stages.cache.store("sft", key, lambda tmp: link_or_copy_tree(run_policy, tmp))
-        write_artifacts(cfg, base_model=base_path, policy=str(run_policy), cached_policy=str(cached))
+        write_artifacts(
+            cfg, base_model=base_path, policy=str(run_policy), cached_policy=str(cached)
+        )
 
 
 # ------------------------------------------------------------------------------ DPO family
@@ -141,9 +143,15 @@ def attach_precomputed_reference(
     """Reference log-probs of every pair, computed once (cached) and attached to the data."""
     cfg = stages.cfg
     allowed = allowed_tokens(stages)
-    key = config_key("reference_logps", stages.pairs_key(), sft_path, allowed is not None,
-                     datamodule.cfg.max_length, datamodule.cfg.max_prompt_length,
-                     datamodule.cfg.truncation)
+    key = config_key(
+        "reference_logps",
+        stages.pairs_key(),
+        sft_path,
+        allowed is not None,
+        datamodule.cfg.max_length,
+        datamodule.cfg.max_prompt_length,
+        datamodule.cfg.truncation,
+    )
 
     def compute(folder: Path) -> None:
         reference = load_causal_lm(sft_path, cfg.model, tokenizer, trainable=False)
@@ -205,7 +213,9 @@ def run_reward(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> 
     cached = stages.cache.store(
         "reward", stages.own_reward_key(), lambda tmp: link_or_copy_tree(run_model, tmp)
     )
-    write_artifacts(cfg, policy=sft_path, reward_model=str(run_model), cached_reward_model=str(cached))
+    write_artifacts(
+        cfg, policy=sft_path, reward_model=str(run_model), cached_reward_model=str(cached)
+    )
     log.info("reward model saved to %s (cached as %s)", run_model, cached)
 
 
@@ -244,9 +254,7 @@ def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
     run_policy = save_final_policy(cfg, trainer, module, tokenizer)
-    write_artifacts(
-        cfg, reference=sft_path, reward_model=str(reward_path), policy=str(run_policy)
-    )
+    write_artifacts(cfg, reference=sft_path, reward_model=str(reward_path), policy=str(run_policy))
 
 
 Recipe = Callable[[TrainConfig, lightning.Trainer, Stages], None]

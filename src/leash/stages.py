@@ -44,7 +44,8 @@ def upstream_overrides(job_overrides: Sequence[str], algo: str, extra: Sequence[
         return override.lstrip("+~").split("=", 1)[0]
 
     kept = [
-        o for o in job_overrides
+        o
+        for o in job_overrides
         if key(o).split(".", 1)[0] in UPSTREAM_KEYS and key(o) not in LOADER_KEYS
     ]
     return [*kept, f"algo={algo}", *extra]
@@ -126,8 +127,14 @@ class Stages:
         def train_in_child(_: Path) -> None:
             run_dir = self.cache.root / "runs" / f"{kind}-{key}"
             log.info("stage %s: not cached; training it now (run folder %s)", kind, run_dir)
-            command = [sys.executable, "-m", "leash", "train", *overrides,
-                       f"hydra.run.dir={run_dir}"]
+            command = [
+                sys.executable,
+                "-m",
+                "leash",
+                "train",
+                *overrides,
+                f"hydra.run.dir={run_dir}",
+            ]
             if subprocess.run(command, check=False).returncode != 0:
                 raise RuntimeError(f"the {kind} stage failed; its log is in {run_dir}")
             if not self.cache.has(kind, key):
@@ -152,13 +159,13 @@ class Stages:
         return self.cfg.upstream.sft_policy or self.sft_stage.sft_key()
 
     def pairs_key(self) -> str:
-        """Key of the preference data: the task's pairs depend on the SFT policy that sampled them."""
+        """Key of the preference data (task pairs depend on the SFT policy that sampled them)."""
         if self.task is None:
             return config_key("pairs", self.cfg.data)
         return config_key("pairs", self._sft_identity(), self.cfg.data.task, self.cfg.seed)
 
     def preference_data(self) -> DataConfig:
-        """The data config of the pairs view: the task's pairs (sampled and cached) or the source."""
+        """The data config of the pairs view: the task's pairs (sampled, cached) or the source."""
         if self.task is None:
             return self.cfg.data
         from leash.data.tasks.build import write_task_pairs
@@ -179,8 +186,16 @@ class Stages:
     def own_reward_key(self) -> str:
         """Key of the reward model this (algo=reward) config trains."""
         cfg = self.cfg
-        return config_key("reward", self.pairs_key(), self._sft_identity(), cfg.model,
-                          cfg.data, cfg.algo, training_dynamics(cfg), cfg.seed)
+        return config_key(
+            "reward",
+            self.pairs_key(),
+            self._sft_identity(),
+            cfg.model,
+            cfg.data,
+            cfg.algo,
+            training_dynamics(cfg),
+            cfg.seed,
+        )
 
     def reward_model(self) -> str:
         """The learned reward model PPO scores rollouts with (trained once per config)."""

@@ -124,7 +124,9 @@ def freeze(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def save_policy(model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, path) -> None:
+def save_policy(
+    model: PreTrainedModel | PeftModel, tokenizer: PreTrainedTokenizerBase, path
+) -> None:
     """Write a policy in Hugging Face format; a LoRA policy is merged so it loads as a plain LM.
 
     Merging folds the adapter into the base weights in place: call this once training is over.

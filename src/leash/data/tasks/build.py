@@ -11,7 +11,9 @@ from leash.data.tasks.synthetic import SyntheticTask
 from leash.rollout.generation import evaluating
 
 
-def write_task_pairs(task: SyntheticTask, policy_path: str | Path, seed: int, out_dir: Path) -> None:
+def write_task_pairs(
+    task: SyntheticTask, policy_path: str | Path, seed: int, out_dir: Path
+) -> None:
     """Sample pairs from the SFT policy at ``policy_path``, label them, ``save_to_disk``.
 
     As in the DPO paper's controlled-sentiment experiment: both responses of a pair come from
