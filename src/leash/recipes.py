@@ -129,12 +129,8 @@ def _adapter_disabled(policy) -> Iterator[torch.nn.Module]:
 
 @contextmanager
 def _loaded_for_evaluation(path: str, cfg: TrainConfig, tokenizer) -> Iterator[torch.nn.Module]:
-    """A reference that is not kept in memory: loaded for an evaluation, then released."""
-    model = load_causal_lm(path, cfg.model, tokenizer, trainable=False)
-    try:
-        yield model
-    finally:
-        del model
+    """A reference that is not kept in memory: loaded for one evaluation, dropped after it."""
+    yield load_causal_lm(path, cfg.model, tokenizer, trainable=False)
 
 
 def attach_precomputed_reference(
