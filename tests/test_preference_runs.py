@@ -56,6 +56,12 @@ def test_dpo_then_reward_share_the_sft_policy_and_the_pairs(isolated_run):
     assert "val/gold_corr" in reward
     AutoModelForSequenceClassification.from_pretrained(isolated_run / "reward" / "reward_model")
 
+    # Precomputed reference: log-probs computed once and cached; no reference model held.
+    precomputed_log = train(isolated_run / "pre", "algo=dpo", "algo.reference=precomputed")
+    assert "cache: built reference_logps" in precomputed_log
+    roles = metrics_of(isolated_run / "pre")["resources"]["roles"]
+    assert set(roles) == {"policy"}
+
 
 @pytest.mark.parametrize(
     ("algo", "folder", "model_class"),
