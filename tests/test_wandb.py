@@ -348,3 +348,21 @@ def test_a_multirun_gives_one_finished_run_per_job_in_one_group(isolated_run):
     assert {run.group for run in runs} == {"multirun/sweep"}
     assert [run.config["algo.lr"] for run in runs] == [1e-3, 2e-3]
     assert [run.exit_code for run in runs] == [0, 0]
+
+
+@pytest.mark.slow
+def test_compare_logs_one_summary_run_with_the_comparison_table(isolated_run):
+    out = isolated_run / "compare"
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    result = subprocess.run(
+        [sys.executable, "-m", "leash", "compare", "--stages", "sft", "--out", str(out),
+         "debug=fast", "logger=wandb"],
+        capture_output=True, text=True, timeout=300, env=env,
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    summary = read_run(out)
+    assert summary.name == "compare-summary"
+    assert summary.group == f"compare/{out.name}"
+    assert summary.exit_code == 0
+    assert summary.values("comparison/path") and summary.values("frontier/path")
+    assert read_run(out / "sft").exit_code == 0  # the stage's own run, finished
