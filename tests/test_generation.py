@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
+from helpers import tiny_model
 from leash.config import TaskConfig
 from leash.data.tasks import SyntheticTask
 from leash.evaluation.oracle import ExactOracle
@@ -28,20 +28,6 @@ TINY_TASK = TaskConfig(
     max_response_length=3,
     target_length=2,
 )
-
-
-def tiny_model(vocab_size: int, seed: int = 0, init_range: float = 0.3) -> GPT2LMHeadModel:
-    """A 1-layer GPT-2 whose larger-than-default init gives clearly non-uniform next tokens."""
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=vocab_size,
-        n_embd=32,
-        n_layer=1,
-        n_head=2,
-        n_positions=16,
-        initializer_range=init_range,
-    )
-    return GPT2LMHeadModel(config).eval()
 
 
 @pytest.fixture(scope="module")

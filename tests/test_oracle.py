@@ -7,8 +7,8 @@ import math
 import numpy as np
 import pytest
 import torch
-from transformers import GPT2Config, GPT2LMHeadModel
 
+from helpers import tiny_model
 from leash.config import TaskConfig
 from leash.data.tasks import SyntheticTask
 from leash.data.types import IGNORE_INDEX
@@ -25,19 +25,6 @@ from leash.evaluation.oracle import (
 )
 from leash.losses.logprobs import response_logps
 from leash.rollout.generation import restrict_logits
-
-
-def tiny_model(vocab_size: int, seed: int, init_range: float = 0.3) -> GPT2LMHeadModel:
-    torch.manual_seed(seed)
-    config = GPT2Config(
-        vocab_size=vocab_size,
-        n_embd=32,
-        n_layer=1,
-        n_head=2,
-        n_positions=16,
-        initializer_range=init_range,
-    )
-    return GPT2LMHeadModel(config).eval()
 
 
 @pytest.fixture(scope="module")
