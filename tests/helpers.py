@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import lightning
 import torch
 from transformers import GPT2Config, GPT2LMHeadModel
 
@@ -18,3 +19,17 @@ def tiny_model(vocab_size: int, seed: int = 0, init_range: float = 0.3) -> GPT2L
         initializer_range=init_range,
     )
     return GPT2LMHeadModel(config).eval()
+
+
+def quiet_trainer(**overrides) -> lightning.Trainer:
+    """A one-process CPU Trainer that logs, checkpoints and prints nothing (unit tests)."""
+    settings = dict(
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    return lightning.Trainer(**{**settings, **overrides})

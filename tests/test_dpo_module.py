@@ -21,6 +21,7 @@ from peft import TaskType
 from torch.utils.data import DataLoader
 from transformers import AutoModelForCausalLM
 
+from helpers import quiet_trainer
 from leash.config import Arch, DPOConfig, PeftConfig, Scheduler, TinyModelConfig
 from leash.data.types import IGNORE_INDEX, PreferenceBatch
 from leash.losses.preference import LOSS_TYPES
@@ -165,17 +166,7 @@ def build(
 
 
 def trainer(**overrides) -> lightning.Trainer:
-    kwargs = dict(
-        max_steps=5,
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return lightning.Trainer(**{**kwargs, **overrides})
+    return quiet_trainer(**{"max_steps": 5, **overrides})
 
 
 class GradRecorder(lightning.Callback):

@@ -20,6 +20,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from helpers import quiet_trainer
 from leash.config import (
     CriticInit,
     MemoryMode,
@@ -115,11 +116,8 @@ def make_module(task, checkpoint, algo: PPOConfig, reward_fn=None) -> PPOModule:
 
 
 def fit(module: PPOModule, loader, callbacks=(), **trainer_args) -> lightning.Trainer:
-    settings = dict(
-        max_steps=optimizer_steps(module.algo), accelerator="cpu", logger=False,
-        enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,
-    )
-    trainer = lightning.Trainer(callbacks=list(callbacks), **{**settings, **trainer_args})
+    steps = {"max_steps": optimizer_steps(module.algo), **trainer_args}
+    trainer = quiet_trainer(callbacks=list(callbacks), **steps)
     trainer.fit(module, train_dataloaders=loader)
     return trainer
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-import lightning
 import numpy as np
 import pytest
 import torch
@@ -13,6 +12,7 @@ from peft import TaskType
 from torch.utils.data import DataLoader
 from transformers import AutoModelForSequenceClassification
 
+from helpers import quiet_trainer
 from leash.config import Arch, PeftConfig, RewardConfig, Scheduler, TinyModelConfig
 from leash.data.types import IGNORE_INDEX, PreferenceBatch
 from leash.models.factory import wrap_lora
@@ -94,17 +94,7 @@ def loader(pairs, batch_size) -> DataLoader:
     )
 
 
-def trainer(**overrides) -> lightning.Trainer:
-    kwargs = dict(
-        accelerator="cpu",
-        devices=1,
-        logger=False,
-        enable_checkpointing=False,
-        enable_progress_bar=False,
-        enable_model_summary=False,
-        num_sanity_val_steps=0,
-    )
-    return lightning.Trainer(**{**kwargs, **overrides})
+trainer = quiet_trainer
 
 
 ROWS = [encode("a b c"), encode("d"), encode("e f a b c d"), encode("good bad")]
