@@ -27,7 +27,7 @@ from leash.evaluation.oracle import (
     frontier_gap,
     optimal_point,
 )
-from leash.rollout.generation import evaluating, left_pad, sample_responses
+from leash.rollout.generation import evaluating, left_pad, right_pad, sample_responses
 from leash.rollout.scoring import response_token_logps
 
 ReferenceScope = Callable[[], AbstractContextManager[torch.nn.Module]]
@@ -182,7 +182,7 @@ class PolicyEvaluator:
         totals = []
         for start in range(0, len(prompts), step):
             prompt_ids, prompt_mask = left_pad(prompts[start : start + step], pad)
-            response_ids, response_mask = _right_pad(responses[start : start + step], pad)
+            response_ids, response_mask = right_pad(responses[start : start + step], pad)
             logps = response_token_logps(
                 model,
                 prompt_ids.to(device),
@@ -207,7 +207,7 @@ class PolicyEvaluator:
             return None
         pad = self.context.tokenizer.pad_token_id
         prompt_ids, _ = left_pad(prompts, pad)
-        response_ids, _ = _right_pad(responses, pad)
+        response_ids, _ = right_pad(responses, pad)
         return task.gold_reward_ids(prompt_ids, response_ids).double()
 
     def _rm_scores(self, prompts, responses) -> torch.Tensor | None:
@@ -222,7 +222,7 @@ class PolicyEvaluator:
         scores = []
         with evaluating(model):
             for start in range(0, len(sequences), self.settings.batch_size):
-                ids, mask = _right_pad(sequences[start : start + self.settings.batch_size], pad)
+                ids, mask = right_pad(sequences[start : start + self.settings.batch_size], pad)
                 scores.append(score_sequences(model, ids.to(device), mask.to(device)).cpu())
         return torch.cat(scores).double()
 
@@ -255,15 +255,3 @@ class PolicyEvaluator:
             with self.context.reference_scope() as reference, evaluating(reference):
                 self._reference_distribution = self.oracle.distribution(reference)
         return self._reference_distribution
-
-
-def _right_pad(sequences: list[list[int]], pad: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """(B, T) right-padded ids and mask; T >= 1 so empty responses still make a tensor."""
-    width = max(1, max(len(s) for s in sequences))
-    ids = torch.full((len(sequences), width), pad, dtype=torch.long)
-    mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        ids[row, : len(sequence)] = torch.tensor(sequence, dtype=torch.long)
-        mask[row, : len(sequence)] = 1
-    return ids, mask
-

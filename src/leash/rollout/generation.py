@@ -72,6 +72,24 @@ def left_pad(
     return input_ids, attention_mask
 
 
+
+def right_pad(
+    sequences: Sequence[Sequence[int]], pad_token_id: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Stack token lists into a right-padded batch (responses, whole sequences to score).
+
+    Returns:
+        input_ids (B, T) and attention_mask (B, T), T the longest sequence and at least 1, so
+        that a batch of empty responses still makes a tensor.
+    """
+    width = max(1, max(len(sequence) for sequence in sequences))
+    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
+    for row, sequence in enumerate(sequences):
+        input_ids[row, : len(sequence)] = torch.tensor(list(sequence), dtype=torch.long)
+        attention_mask[row, : len(sequence)] = 1
+    return input_ids, attention_mask
+
 def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
     """Position ids that count real tokens only: (B, T) mask -> (B, T) ``cumsum - 1`` (pads 0)."""
     return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)

@@ -29,7 +29,7 @@ from leash.data.tasks.pairs import label_pairs
 from leash.data.tasks.reward import GoldReward
 from leash.data.tasks.vocabulary import TokenIds
 from leash.models.tokenizers import build_word_tokenizer
-from leash.rollout.generation import SampleFn, left_pad, sample_responses
+from leash.rollout.generation import SampleFn, left_pad, right_pad, sample_responses
 
 # Independent random streams derived from the task seed.
 _PROMPTS, _REWARD, _BEHAVIOUR, _CORPUS, _PAIRS = range(5)
@@ -134,10 +134,7 @@ class SyntheticTask:
             ids.encode(words) + ([ids.eos] if stop else [])
             for words, stop in zip(responses, ended, strict=True)
         ]
-        width = max(1, max(len(row) for row in responses_ids))
-        response_ids = torch.full((len(responses_ids), width), ids.pad, dtype=torch.long)
-        for row, tokens in enumerate(responses_ids):
-            response_ids[row, : len(tokens)] = torch.tensor(tokens, dtype=torch.long)
+        response_ids, _ = right_pad(responses_ids, ids.pad)
         return self._score_ids(prompt_ids, response_ids).numpy()
 
     def gold_reward_ids(self, prompt_ids: torch.Tensor, response_ids: torch.Tensor) -> torch.Tensor:
