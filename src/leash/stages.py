@@ -143,20 +143,25 @@ class Stages:
         return self.cache.build_once(kind, key, train_in_child)
 
     @cached_property
-    def sft_stage(self) -> Stages:
-        """The stages of the SFT run this job's policy starts from."""
-        return self._upstream("sft", self.cfg.upstream.sft)[0]
+    def _sft_upstream(self) -> tuple[Stages, list[str]]:
+        """The SFT stage this job's policy starts from, and its overrides (composed once)."""
+        return self._upstream("sft", self.cfg.upstream.sft)
+
+    @cached_property
+    def _reward_upstream(self) -> tuple[Stages, list[str]]:
+        """The reward-model stage PPO scores with, and its overrides (composed once)."""
+        return self._upstream("reward", self.cfg.upstream.reward)
 
     def sft_policy(self) -> str:
         """The SFT policy every algorithm starts from (and DPO/PPO use as the reference)."""
         if self.cfg.upstream.sft_policy:
             return self.cfg.upstream.sft_policy
-        sft, overrides = self._upstream("sft", self.cfg.upstream.sft)
+        sft, overrides = self._sft_upstream
         return str(self._run_stage("sft", sft.sft_key(), overrides))
 
     def _sft_identity(self) -> str:
         """What identifies the SFT policy in downstream keys: the given policy, or its key."""
-        return self.cfg.upstream.sft_policy or self.sft_stage.sft_key()
+        return self.cfg.upstream.sft_policy or self._sft_upstream[0].sft_key()
 
     def pairs_key(self) -> str:
         """Key of the preference data (task pairs depend on the SFT policy that sampled them)."""
@@ -180,8 +185,7 @@ class Stages:
 
     def reward_key(self) -> str:
         """Key of the reward model trained on this job's pairs with the reward recipe."""
-        reward, _ = self._upstream("reward", self.cfg.upstream.reward)
-        return reward.own_reward_key()
+        return self._reward_upstream[0].own_reward_key()
 
     def own_reward_key(self) -> str:
         """Key of the reward model this (algo=reward) config trains."""
@@ -201,5 +205,4 @@ class Stages:
         """The learned reward model PPO scores rollouts with (trained once per config)."""
         if self.cfg.upstream.reward_model:
             return self.cfg.upstream.reward_model
-        _, overrides = self._upstream("reward", self.cfg.upstream.reward)
-        return str(self._run_stage("reward", self.reward_key(), overrides))
+        return str(self._run_stage("reward", self.reward_key(), self._reward_upstream[1]))
