@@ -11,13 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from dataclasses import asdict
 from pathlib import Path
 
 import lightning
 
-from leash.callbacks.resources import write_json_atomic
+from leash.atomic import atomic_path, write_json_atomic
 from leash.evaluation.evaluator import EvalSettings, PolicyEvaluator
 
 log = logging.getLogger(__name__)
@@ -64,9 +63,6 @@ class PolicyEvaluation(lightning.Callback):
 
     def _write_samples(self, step: int, samples: list) -> None:
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        path = self.output_dir / "eval_samples.jsonl"
-        tmp = path.with_suffix(f".tmp-{os.getpid()}")
-        with tmp.open("w") as handle:
+        with atomic_path(self.output_dir / "eval_samples.jsonl") as tmp, tmp.open("w") as handle:
             for row in samples[: self.table_rows]:
                 handle.write(json.dumps({"step": step, **asdict(row)}) + "\n")
-        os.replace(tmp, path)

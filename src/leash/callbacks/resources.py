@@ -8,9 +8,7 @@ is its own process.
 
 from __future__ import annotations
 
-import json
 import math
-import os
 import resource
 import sys
 import time
@@ -20,6 +18,8 @@ from pathlib import Path
 import lightning
 import torch
 from lightning.pytorch.trainer.states import TrainerFn
+
+from leash.atomic import write_json_atomic
 
 # Dense bf16 peak FLOP/s of accelerators whose MFU we can report (vendor datasheets).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
@@ -116,13 +116,6 @@ def device_peak_flops(device: torch.device) -> float | None:
         return None
     name = torch.cuda.get_device_name(device)
     return next((peak for key, peak in PEAK_FLOPS.items() if key in name), None)
-
-
-def write_json_atomic(path: Path, payload: dict) -> None:
-    """Write JSON to ``path`` via a temporary file and a rename: readers never see half a file."""
-    tmp = path.with_suffix(path.suffix + f".tmp-{os.getpid()}")
-    tmp.write_text(json.dumps(payload, indent=2, default=str))
-    os.replace(tmp, path)
 
 
 class ResourceMetrics(lightning.Callback):

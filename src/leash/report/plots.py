@@ -7,7 +7,6 @@ finished run as a point on it; ``cost.png`` compares peak memory and throughput.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from leash.atomic import atomic_path
 from leash.report.runs import FINISHED, FrontierCurve, RunRecord
 from leash.report.table import MIB
 
@@ -94,9 +94,8 @@ def points_above_frontier(runs: list[RunRecord], tolerance: float = 1e-4) -> lis
 def _save(figure: Figure, path: Path) -> None:
     """Render ``figure`` to PNG at ``path`` via a temporary file and a rename."""
     FigureCanvasAgg(figure)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    figure.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        figure.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
 
 
 def _visible(curve: FrontierCurve, kl_max: float) -> tuple[list[float], list[float]]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from rich import box
 from rich.table import Table
 from rich.text import Text
 
+from leash.atomic import write_text_atomic
 from leash.report.runs import FINISHED, RunRecord
 
 Value = float | str | None
@@ -256,13 +256,6 @@ def to_rich(runs: list[RunRecord], title: str = "") -> Table:
         cells = [Text(text) for text in _texts(run)]  # Text: a name's "[...]" is not markup
         table.add_row(*cells, style=None if run.status == FINISHED else "red")
     return table
-
-
-def write_text_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` via a temporary file and a rename."""
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 def to_report_markdown(runs: list[RunRecord], root: Path, notes: list[str]) -> str:
