@@ -37,7 +37,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 from leash.report.runs import RunRecord, read_run  # noqa: E402
 
 MODEL = ["model.tiny.hidden_size=384", "model.tiny.num_layers=6", "model.tiny.num_heads=6"]
-COMMON = ["callbacks.evaluation=null", "callbacks.progress=null"]
+COMMON = ["eval.enabled=false", "callbacks.progress=null"]
 DPO = ["algo=dpo", "trainer.log_every_n_steps=1"]
 PPO = ["algo=ppo_gt", "trainer.log_every_n_steps=1"]
 MODES = {

@@ -10,8 +10,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf, open_dict
 
-from leash.cli import register_sweeps
 from leash.config import ConfigError, DPOConfig, register_configs, validate
+from leash.pipeline.compose import register_sweeps
 from leash.resources import conf_dir, sweeps_dir
 
 EXPERIMENTS = sorted(p.stem for p in (conf_dir() / "experiment").glob("*.yaml"))

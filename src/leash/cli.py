@@ -12,13 +12,13 @@ import sys
 from collections.abc import Sequence
 
 import hydra
-from hydra.core.config_store import ConfigStore
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
-from leash.config import ConfigError, register_configs, validate
-from leash.resources import conf_dir, sweeps_dir
+from leash.config import ConfigError, validate
+from leash.pipeline.compose import register_all
+from leash.resources import conf_dir
 
 log = logging.getLogger("leash")
 
@@ -33,15 +33,6 @@ commands:
   report    the comparison table and plots of every run under a folder (a multirun included):
             `leash report DIR [--out OUT]`.
 """
-
-
-def register_sweeps() -> None:
-    """Offer every config in ``sweeps/`` as an option of the ``sweep`` group (``sweep=NAME``)."""
-    store = ConfigStore.instance()
-    for path in sorted(sweeps_dir().glob("*.yaml")):
-        if path.stem.startswith("wandb_"):  # W&B sweep files are for `wandb sweep`, not Hydra
-            continue
-        store.store(group="sweep", name=path.stem, node=OmegaConf.load(path), package="_global_")
 
 
 def _instantiate_group(group: DictConfig | None) -> list:
@@ -71,7 +62,7 @@ def train_job(cfg: DictConfig) -> None:
         raise SystemExit(2) from None
     import lightning  # heavy imports (torch, transformers) only once the config is valid
 
-    from leash.recipes import run_recipe
+    from leash.pipeline.recipes import run_recipe
 
     _log_through_hydra_only()
 
@@ -88,8 +79,7 @@ def train_job(cfg: DictConfig) -> None:
 
 
 def _train_main(argv: Sequence[str]) -> None:
-    register_configs()
-    register_sweeps()
+    register_all()
     main_fn = hydra.main(version_base=None, config_path=str(conf_dir()), config_name="train")(
         train_job
     )
@@ -109,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if command == "train":
         _train_main(rest)
     elif command == "compare":
-        from leash.compare import main as compare_main
+        from leash.pipeline.compare import main as compare_main
 
         raise SystemExit(compare_main(rest))
     elif command == "report":

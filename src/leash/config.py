@@ -365,6 +365,29 @@ class PPOConfig(AlgoConfig):
     """Longest rollout response (a built-in task uses its own response length limit)."""
 
 
+# ---------------------------------------------------------------------------------- evaluation
+@dataclass
+class EvalConfig:
+    """The common evaluator: every algorithm's policy sampled and scored with these settings."""
+
+    enabled: bool = True
+    """Evaluate the policy after every validation; off skips sampling (faster sweeps)."""
+    num_samples: int = _positive(8)
+    """Responses sampled per held-out prompt."""
+    max_new_tokens: int = _positive(64)
+    """Longest sampled response (a built-in task uses its own response length limit)."""
+    temperature: float = _positive(1.0)
+    """Sampling temperature (1 samples the policy itself)."""
+    seed: int = 1234
+    """Seed of the sampling stream: every evaluation sees the same random numbers."""
+    max_prompts: int | None = field(default=64, metadata={"gt": 0})
+    """Evaluate on at most this many held-out prompts (the first ones); None uses all."""
+    batch_size: int = _positive(256)
+    """Rows per generation / scoring batch."""
+    table_rows: int = _non_negative(16)
+    """Sampled responses kept in ``eval_samples.jsonl`` and the W&B samples table."""
+
+
 # ----------------------------------------------------------------------------------- top level
 @dataclass
 class PathsConfig:
@@ -402,6 +425,8 @@ class TrainConfig:
     """Optional LoRA adapter."""
     data: DataConfig = field(default_factory=DataConfig)
     """Preference data shared by every algorithm."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Settings of the common evaluator."""
     trainer: Any = MISSING
     """Lightning Trainer arguments (`_target_: lightning.Trainer`)."""
     logger: Any = None
@@ -436,18 +461,31 @@ ALGO_SCHEMAS: dict[str, type[AlgoConfig]] = {
 }
 
 
-def optimizer_steps(algo: Any, iterations: int) -> int:
-    """Optimizer steps in ``iterations`` training steps: PPO updates ``ppo_epochs x
-    num_minibatches`` times per iteration, every other algorithm once per step."""
-    if ALGO_SCHEMAS.get(algo["name"]) is PPOConfig:
-        return iterations * algo["ppo_epochs"] * algo["num_minibatches"]
-    return iterations
+def exact_div(numerator: int, denominator: int, what: str) -> int:
+    """``numerator / denominator`` when it is an integer; otherwise fail, explaining ``what``."""
+    if denominator <= 0 or numerator % denominator:
+        raise ValueError(f"{what}: {numerator} does not split exactly into {denominator}")
+    return numerator // denominator
+
+
+def updates_per_step(algo: Any) -> int:
+    """Optimizer steps in one training step: a PPO iteration updates ``ppo_epochs x
+    num_minibatches`` times, every other algorithm once. ``algo`` is typed or a DictConfig."""
+    if ALGO_SCHEMAS.get(algo.name) is PPOConfig:
+        return algo.ppo_epochs * algo.num_minibatches
+    return 1
+
+
+def optimizer_steps(algo: Any, iterations: int | None = None) -> int:
+    """Optimizer steps in ``iterations`` training steps (default: the run's ``max_steps``): the
+    Trainer's ``max_steps`` and the length of the learning-rate schedule."""
+    return (algo.max_steps if iterations is None else iterations) * updates_per_step(algo)
 
 
 def lightning_clip(algo: Any) -> float | None:
     """The Trainer's `gradient_clip_val`: the algorithm's norm, except for manual optimisation
     (PPO clips inside its own update, where Lightning's clipping is not allowed)."""
-    return None if ALGO_SCHEMAS.get(algo["name"]) is PPOConfig else algo["max_grad_norm"]
+    return None if ALGO_SCHEMAS.get(algo.name) is PPOConfig else algo.max_grad_norm
 
 
 def register_configs() -> None:

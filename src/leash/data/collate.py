@@ -16,7 +16,8 @@ from typing import NamedTuple
 import torch
 
 from leash.data.encoding import EncodedPair, EncodedPrompt, EncodedSFT
-from leash.data.types import IGNORE_INDEX, PreferenceBatch, PromptBatch, SFTBatch
+from leash.data.types import PreferenceBatch, PromptBatch, SFTBatch
+from leash.sequences import IGNORE_INDEX, left_pad
 
 
 class ReferenceLogps(NamedTuple):
@@ -99,7 +100,6 @@ class PairCollator:
             rejected_input_ids=rejected.input_ids,
             rejected_attention_mask=rejected.attention_mask,
             rejected_labels=rejected.labels,
-            prompt_lengths=torch.tensor([len(p) for p in prompts], dtype=torch.long),
             index=index,
             chosen_gold_reward=_column([r.scores.chosen_gold_reward for r in rows]),
             rejected_gold_reward=_column([r.scores.rejected_gold_reward for r in rows]),
@@ -116,13 +116,7 @@ class PromptCollator:
 
     def __call__(self, prompts: Sequence[EncodedPrompt]) -> PromptBatch:
         """Collate one batch."""
-        length = max(len(p.prompt_ids) for p in prompts)
-        input_ids = torch.full((len(prompts), length), self.pad_id, dtype=torch.long)
-        attention_mask = torch.zeros((len(prompts), length), dtype=torch.long)
-        for row, prompt in enumerate(prompts):
-            start = length - len(prompt.prompt_ids)
-            input_ids[row, start:] = torch.tensor(prompt.prompt_ids, dtype=torch.long)
-            attention_mask[row, start:] = 1
+        input_ids, attention_mask = left_pad([p.prompt_ids for p in prompts], self.pad_id)
         index = torch.tensor([p.index for p in prompts], dtype=torch.long)
         return PromptBatch(input_ids, attention_mask, index)
 

@@ -1,16 +1,17 @@
 """Typed containers that travel between the data module, the algorithms and the evaluator.
 
 Shapes: ``B`` rows, ``T`` tokens (right padded), ``P`` prompt tokens (left padded, for generation).
-Labels follow the Hugging Face convention: ``-100`` marks tokens that carry no loss (prompt, pad).
+Labels follow the Hugging Face convention: ``leash.sequences.IGNORE_INDEX`` marks tokens that carry
+no loss (prompt, pad).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, fields
+from typing import NamedTuple
 
 import torch
-
-IGNORE_INDEX = -100
 
 
 class _TensorBatch:
@@ -61,8 +62,6 @@ class PreferenceBatch(_TensorBatch):
     """(B, T)"""
     rejected_labels: torch.Tensor
     """(B, T)"""
-    prompt_lengths: torch.Tensor
-    """(B,) prompt tokens at the start of each sequence."""
     index: torch.Tensor
     """(B,) row index in its split, stable for a seed (keys precomputed reference log-probs)."""
     chosen_gold_reward: torch.Tensor | None = None
@@ -73,6 +72,25 @@ class PreferenceBatch(_TensorBatch):
     """(B,) summed reference log-probs of the chosen response, when precomputed."""
     reference_rejected_logps: torch.Tensor | None = None
     """(B,)"""
+
+    def concatenated(self) -> PairInputs:
+        """Chosen rows over rejected rows, so that one (2B, T) forward scores both."""
+        return PairInputs(
+            torch.cat([self.chosen_input_ids, self.rejected_input_ids]),
+            torch.cat([self.chosen_attention_mask, self.rejected_attention_mask]),
+            torch.cat([self.chosen_labels, self.rejected_labels]),
+        )
+
+
+class PairInputs(NamedTuple):
+    """Chosen rows then rejected rows of a preference batch, for one (2B, T) forward."""
+
+    input_ids: torch.Tensor
+    """(2B, T)"""
+    attention_mask: torch.Tensor
+    """(2B, T)"""
+    labels: torch.Tensor
+    """(2B, T) response tokens, IGNORE_INDEX on prompt and padding."""
 
 
 @dataclass
@@ -85,3 +103,24 @@ class PromptBatch(_TensorBatch):
     """(B, P)"""
     index: torch.Tensor
     """(B,) prompt index in the deduplicated prompt list of its split."""
+
+
+@dataclass(frozen=True)
+class Samples:
+    """Sampled responses, one entry per sample, grouped by prompt (prompt 0's samples first)."""
+
+    prompt_index: list[int]
+    """Index of the sample's prompt in the list that was sampled from."""
+    response_ids: list[list[int]]
+    """Generated token ids without padding; the final EOS is included when the sample has one."""
+    ended: list[bool]
+    """Whether the sample ended with EOS (False: cut at ``max_new_tokens``)."""
+    text: list[str]
+    """Decoded response without special tokens (EOS not written)."""
+
+    def __len__(self) -> int:
+        return len(self.prompt_index)
+
+
+SampleFn = Callable[[list[str], int], Samples]
+"""``sample_fn(prompts, num_samples)``: a sampler with its model and settings bound."""

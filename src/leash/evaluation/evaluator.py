@@ -8,13 +8,13 @@ the exact expected gold reward and the gap to the exact optimal reward-KL fronti
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+import functools
 from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedTokenizerBase
 
+from leash.config import EvalConfig
 from leash.data.tasks import SyntheticTask
 from leash.evaluation.oracle import (
     MAX_RESPONSES,
@@ -27,33 +27,14 @@ from leash.evaluation.oracle import (
     frontier_gap,
     optimal_point,
 )
-from leash.rollout.generation import evaluating, left_pad, right_pad, sample_responses
-from leash.rollout.scoring import response_token_logps
-
-ReferenceScope = Callable[[], AbstractContextManager[torch.nn.Module]]
-"""``with reference_scope() as reference:`` gives the reference network for the block (a frozen
-copy, or the policy itself with its adapter disabled)."""
+from leash.models.heads import score_sequences
+from leash.models.logprobs import response_token_logps
+from leash.models.reference import Reference
+from leash.rollout.generation import sample_responses
+from leash.sequences import evaluating, left_pad, right_pad
 
 FRONTIER_REPORT_BETA = 0.1
 """β of the optimal point reported beside every exact evaluation."""
-
-
-@dataclass(frozen=True)
-class EvalSettings:
-    """Sampling settings shared by every algorithm's evaluation."""
-
-    num_samples: int = 8
-    """Responses sampled per held-out prompt."""
-    max_new_tokens: int = 64
-    """Longest sampled response (a built-in task uses its own response length limit)."""
-    temperature: float = 1.0
-    """Sampling temperature (1 samples the policy itself)."""
-    seed: int = 1234
-    """Seed of the sampling stream: every evaluation sees the same random numbers."""
-    max_prompts: int | None = 64
-    """Evaluate on at most this many held-out prompts (the first ones); None uses all."""
-    batch_size: int = 256
-    """Rows per generation / scoring batch."""
 
 
 @dataclass(frozen=True)
@@ -65,7 +46,7 @@ class EvalContext:
     """Held-out prompts (text)."""
     task: SyntheticTask | None = None
     """The built-in task: gold reward, allowed tokens, and (if enumerable) the exact oracle."""
-    reference_scope: ReferenceScope | None = None
+    reference: Reference | None = None
     """The reference policy; None when the evaluated policy is its own reference (SFT)."""
     reward_model: torch.nn.Module | None = None
     """A learned reward model to score samples with (``eval/rm_score``)."""
@@ -89,7 +70,7 @@ class Evaluation:
     metrics: dict[str, float]
     """``eval/*`` figures."""
     samples: list[SampleRow]
-    """Every sampled response with its scores."""
+    """The first ``eval.table_rows`` sampled responses with their scores."""
     frontier: Frontier | None = None
     """The exact optimal reward-KL curve from the reference (enumerable tasks only)."""
 
@@ -105,7 +86,7 @@ def _is_enumerable(task: SyntheticTask | None) -> bool:
 class PolicyEvaluator:
     """Evaluates policies against one fixed context; reference-side results are computed once."""
 
-    def __init__(self, context: EvalContext, settings: EvalSettings):
+    def __init__(self, context: EvalContext, settings: EvalConfig):
         self.context = context
         self.settings = settings
         prompts = context.prompts[: settings.max_prompts]
@@ -115,11 +96,17 @@ class PolicyEvaluator:
         self.max_new_tokens = (
             task.config.max_response_length if task is not None else settings.max_new_tokens
         )
-        self.oracle = (
-            ExactOracle.for_task(task, prompts, context.tokenizer) if _is_enumerable(task) else None
-        )
         self._reference_distribution: ExactDistribution | None = None
         self._frontier: Frontier | None = None
+
+    @functools.cached_property
+    def oracle(self) -> ExactOracle | None:
+        """The exact oracle of an enumerable task over the evaluated prompts (built when first
+        read)."""
+        task = self.context.task
+        if not _is_enumerable(task):
+            return None
+        return ExactOracle.for_task(task, self.prompts, self.context.tokenizer)
 
     # ------------------------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -168,7 +155,7 @@ class PolicyEvaluator:
                 rm_score=None if scores is None else float(scores[i]),
                 log_ratio=float(log_ratio[i]),
             )
-            for i in range(len(samples))
+            for i in range(min(len(samples), settings.table_rows))
         ]
         return Evaluation(metrics, rows, curve)
 
@@ -195,10 +182,10 @@ class PolicyEvaluator:
         return torch.cat(totals)
 
     def _reference_logps(self, policy, prompts, responses) -> torch.Tensor:
-        if self.context.reference_scope is None:  # the policy is its own reference
+        if self.context.reference is None:  # the policy is its own reference
             with evaluating(policy):
                 return self._sequence_logps(policy, prompts, responses)
-        with self.context.reference_scope() as reference, evaluating(reference):
+        with self.context.reference.scope() as reference, evaluating(reference):
             return self._sequence_logps(reference, prompts, responses)
 
     def _gold_rewards(self, prompts, responses) -> torch.Tensor | None:
@@ -214,8 +201,6 @@ class PolicyEvaluator:
         model = self.context.reward_model
         if model is None:
             return None
-        from leash.modules.reward import score_sequences
-
         pad = self.context.tokenizer.pad_token_id
         device = next(model.parameters()).device
         sequences = [p + r for p, r in zip(prompts, responses, strict=True)]
@@ -232,7 +217,7 @@ class PolicyEvaluator:
             distribution = self.oracle.distribution(policy)
         reference = self._exact_reference(distribution)
         curve = self._frontier if self._frontier is not None else frontier(reference)
-        if self.context.reference_scope is not None:
+        if self.context.reference is not None:
             self._frontier = curve
         kl = exact_kl(distribution, reference)
         reward = exact_gold_reward(distribution)
@@ -249,9 +234,9 @@ class PolicyEvaluator:
 
     def _exact_reference(self, policy_distribution: ExactDistribution) -> ExactDistribution:
         """The reference's exact distribution, enumerated once (it is frozen)."""
-        if self.context.reference_scope is None:
+        if self.context.reference is None:
             return policy_distribution
         if self._reference_distribution is None:
-            with self.context.reference_scope() as reference, evaluating(reference):
+            with self.context.reference.scope() as reference, evaluating(reference):
                 self._reference_distribution = self.oracle.distribution(reference)
         return self._reference_distribution

@@ -3,8 +3,8 @@
 The response space with W words and length limit L (``max_response_length``, EOS included) is
 every k-word response followed by EOS for k = 0..L-1, plus every L-word response cut without
 EOS: ``N = sum_(k<L) W^k + W^L`` responses (4,681 for W = 8, L = 4). The policy is restricted to
-the response words + EOS, as the sampler restricts it (:func:`restrict_logits`), so the
-probabilities of the N responses sum to 1.
+the response words + EOS, as the sampler restricts it (:func:`leash.sequences.restrict_logits`),
+so the probabilities of the N responses sum to 1.
 
 One forward pass over the W^(L-1) sequences ``prompt + (L-1 words)`` gives the next-token
 distribution after every prefix of 0..L-1 words (a prefix of k words is read off the sequence
@@ -29,7 +29,7 @@ import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from leash.data.tasks.synthetic import SyntheticTask
-from leash.rollout.generation import evaluating, left_pad, positions_from_mask
+from leash.sequences import evaluating, left_pad, positions_from_mask
 
 MAX_RESPONSES = 1_000_000
 

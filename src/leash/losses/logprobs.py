@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import torch
 
-from leash.data.types import IGNORE_INDEX
+from leash.sequences import IGNORE_INDEX
 
 
 def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:

@@ -8,9 +8,13 @@ values they hold. The KL estimators and the KL controllers live in ``leash.losse
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import NamedTuple
 
 import torch
+
+SumFn = Callable[[torch.Tensor], torch.Tensor]
+"""Sums a tensor over every process (the identity in a single process)."""
 
 
 # ---------------------------------------------------------------------------- masked statistics
@@ -33,33 +37,57 @@ def masked_mean(values: torch.Tensor, mask: torch.Tensor, dim: int | None = None
     return masked.sum(dim) / real.sum(dim).clamp(min=1)
 
 
-def masked_var(values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True) -> torch.Tensor:
-    """Variance of ``values`` over the masked positions (all of them together).
+def _local_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """The sum over processes when there is one process: the identity."""
+    return tensor
+
+
+def _masked_moments(
+    values: torch.Tensor, mask: torch.Tensor, sum_fn: SumFn
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mean, sum of squared deviations and count of the masked values of every process."""
+    real = mask > 0
+    totals = sum_fn(torch.stack([torch.where(real, values, 0.0).sum(), real.sum().to(values)]))
+    count = totals[1]
+    if count < 2:
+        raise ValueError(
+            f"unbiased masked variance needs at least 2 masked-in values, got {int(count)}"
+        )
+    mean = totals[0] / count
+    squares = sum_fn(torch.where(real, (values - mean).square(), 0.0).sum())
+    return mean, squares, count
+
+
+def masked_var(
+    values: torch.Tensor, mask: torch.Tensor, unbiased: bool = True, sum_fn: SumFn = _local_sum
+) -> torch.Tensor:
+    """Variance of ``values`` over the masked positions (all of them, of every process).
 
     Args:
         values: (B, T) values.
         mask: (B, T) binary mask of the positions that count.
         unbiased: apply Bessel's correction ``n / (n - 1)`` (n = masked positions).
+        sum_fn: sums a tensor over processes (the identity in one process).
     Returns:
         scalar variance.
     Raises:
-        ValueError: when ``unbiased`` and fewer than 2 positions are masked in (undefined).
+        ValueError: when fewer than 2 positions are masked in.
     """
-    mean = masked_mean(values, mask)
-    var = masked_mean((values - mean).square(), mask)
-    if not unbiased:
-        return var
-    count = int((mask > 0).sum())
-    if count < 2:
-        raise ValueError(f"unbiased masked variance needs at least 2 masked-in values, got {count}")
-    return var * count / (count - 1)
+    _, squares, count = _masked_moments(values, mask, sum_fn)
+    return squares / (count - 1 if unbiased else count)
 
 
 def masked_whiten(
-    values: torch.Tensor, mask: torch.Tensor, shift_mean: bool = True, eps: float = 1e-8
+    values: torch.Tensor,
+    mask: torch.Tensor,
+    shift_mean: bool = True,
+    eps: float = 1e-8,
+    sum_fn: SumFn = _local_sum,
 ) -> torch.Tensor:
     """Normalise ``values`` to unit (unbiased) variance over the mask, as PPO does to advantages.
 
+    With ``sum_fn`` an all-reduce, the mean and variance are those of every process's masked
+    values together, so N processes whiten exactly like one process holding the whole batch.
     Masked-out positions are set to 0 in the output, so padding cannot leak into later sums.
 
     Args:
@@ -67,13 +95,14 @@ def masked_whiten(
         mask: (B, T) binary mask; only these positions set the mean and variance.
         shift_mean: subtract the mean (True) or keep it, scaling only the spread (False).
         eps: added to the variance before the square root.
+        sum_fn: sums a tensor over processes (the identity in one process).
     Returns:
         (B, T) whitened values, 0 where ``mask`` is 0.
     Raises:
         ValueError: when fewer than 2 positions are masked in.
     """
-    mean = masked_mean(values, mask)
-    whitened = (values - mean) * torch.rsqrt(masked_var(values, mask) + eps)
+    mean, squares, count = _masked_moments(values, mask, sum_fn)
+    whitened = (values - mean) * torch.rsqrt(squares / (count - 1) + eps)
     if not shift_mean:
         whitened = whitened + mean
     return torch.where(mask > 0, whitened, 0.0)

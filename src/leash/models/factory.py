@@ -7,8 +7,6 @@ optionally wrapped in a LoRA adapter. Frozen roles are put in eval mode with gra
 
 from __future__ import annotations
 
-from enum import Enum
-
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import (
@@ -20,16 +18,6 @@ from transformers import (
 )
 
 from leash.config import DType, ModelConfig, PeftConfig
-
-
-class Role(str, Enum):
-    """What a loaded network is used for; resource metrics are reported per role."""
-
-    policy = "policy"
-    reference = "reference"
-    reward = "reward"
-    critic = "critic"
-
 
 _TORCH_DTYPES = {
     DType.float32: torch.float32,
@@ -115,6 +103,18 @@ def wrap_lora(model: PreTrainedModel, cfg: PeftConfig, task_type: TaskType) -> P
         target_modules=cfg.target_modules,
     )
     return get_peft_model(model, lora)
+
+
+def disable_dropout(model: torch.nn.Module) -> None:
+    """Set every ``nn.Dropout`` probability to 0 (TRL's default for DPO and PPO).
+
+    DPO's implicit reward compares two forward passes and PPO's first ratio must be exactly 1:
+    dropout noise in either forward would break both, and would make an adapter-disabled
+    reference stochastic.
+    """
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
 
 
 def freeze(model: torch.nn.Module) -> torch.nn.Module:

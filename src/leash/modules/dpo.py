@@ -1,7 +1,8 @@
 """The DPO family (sigmoid/cDPO, robust, IPO, hinge, SimPO) as one LightningModule.
 
 Per batch: one concatenated chosen + rejected forward of the policy, the reference log-probs
-from the configured strategy (:mod:`leash.modules.reference`), and ``preference_loss``. The
+from the :class:`~leash.models.reference.Reference` (a forward of its network, or the
+log-probs precomputed once and carried by the batch), and ``preference_loss``. The
 training loss is the **mean over pairs**: each pair's loss depends on summed (not averaged)
 token log-probs, so a batch of N pairs and k accumulated micro-batches of N/k pairs give the
 same loss and gradients (Lightning divides each micro-batch loss by k). A sum over pairs would
@@ -14,17 +15,22 @@ and against the gold reward where the batch carries one.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import NamedTuple
 
-import lightning
 import torch
 
 from leash.config import DPOConfig, DPOLoss
-from leash.data.types import PreferenceBatch
+from leash.data.types import PairInputs, PreferenceBatch
+from leash.evaluation.evaluator import PolicyEvaluator
 from leash.losses.preference import preference_loss
+from leash.models.factory import disable_dropout
+from leash.models.logprobs import PairLogps, pair_logps
+from leash.models.reference import Reference
+from leash.modules.epoch_metrics import gather_epoch, pearson_correlation, sign_agreement
+from leash.modules.evaluated import EvaluatedModule
 from leash.modules.optim import build_optimizer
-from leash.modules.reference import build_reference, concatenate_pairs, pair_logps
-from leash.modules.reward import gather_epoch, pearson_correlation, sign_agreement
+from leash.sequences import evaluating
 
 
 class DPOStep(NamedTuple):
@@ -42,17 +48,6 @@ class DPOStep(NamedTuple):
     """(B,) summed policy log-probs of the rejected response, detached."""
 
 
-def disable_dropout(model: torch.nn.Module) -> None:
-    """Set every ``nn.Dropout`` probability to 0 (TRL's DPO default).
-
-    The implicit reward compares two forward passes; dropout noise in either would make it
-    non-zero at step 0 and make the adapter-disabled reference stochastic.
-    """
-    for module in model.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
-
-
 def step_metrics(step: DPOStep) -> dict[str, torch.Tensor]:
     """Batch means of the DPO metric vocabulary (the definitions TRL logs)."""
     chosen, rejected = step.chosen_rewards, step.rejected_rewards
@@ -67,35 +62,47 @@ def step_metrics(step: DPOStep) -> dict[str, torch.Tensor]:
     }
 
 
-class DPOModule(lightning.LightningModule):
+def batch_reference_logps(batch: PreferenceBatch) -> PairLogps:
+    """The reference log-probs a batch carries (``algo.reference=precomputed``); raise if absent."""
+    chosen, rejected = batch.reference_chosen_logps, batch.reference_rejected_logps
+    if chosen is None or rejected is None or chosen.isnan().any() or rejected.isnan().any():
+        raise ValueError(
+            "algo.reference=precomputed but the batch lacks reference_chosen_logps / "
+            "reference_rejected_logps: compute them with precompute_reference_logps and "
+            "attach them to every split that is trained or validated "
+            "(PreferenceDataModule.attach_reference_logps)"
+        )
+    return PairLogps(chosen.float(), rejected.float())
+
+
+class DPOModule(EvaluatedModule):
     """Trains ``policy`` with the DPO-family loss ``algo.loss`` against a reference policy.
 
     Args:
         policy: the causal LM being trained (a PEFT model for ``algo.reference=adapter``).
-        reference: a frozen copy for ``algo.reference=copy``; None for ``adapter``,
-            ``precomputed`` (batches carry ``reference_*_logps``) and for SimPO.
+        reference: π_ref (see :func:`leash.models.reference.build_reference`); SimPO trains
+            without it, and only the evaluator reads it.
         algo: the loss, beta, smoothing, SimPO margin, reference mode and optimizer settings.
         allowed_token_ids: (A,) the policy's support on a built-in task (its response words +
             EOS); log-probs are those of the restricted policy, the one that is sampled and
             enumerated. None uses the whole vocabulary.
-    Dropout is disabled in both networks (see :func:`disable_dropout`).
+        evaluator: the common evaluator, run after every validation epoch.
+    Dropout is disabled in both networks (see :func:`leash.models.factory.disable_dropout`).
     """
 
     def __init__(
         self,
         policy: torch.nn.Module,
-        reference: torch.nn.Module | None,
+        reference: Reference,
         algo: DPOConfig,
         allowed_token_ids: torch.Tensor | None = None,
+        evaluator: PolicyEvaluator | None = None,
     ):
-        super().__init__()
+        super().__init__(evaluator)
         self.policy = policy
         self.reference = reference
         self.algo = algo
         self.allowed_token_ids = allowed_token_ids
-        self._reference_logps = build_reference(
-            algo.reference, algo.loss, policy, reference, allowed_token_ids
-        )
         for model in self.roles.values():
             disable_dropout(model)
         self._val_margins: list[torch.Tensor] = []
@@ -104,22 +111,27 @@ class DPOModule(lightning.LightningModule):
     @property
     def roles(self) -> dict[str, torch.nn.Module]:
         """The networks this algorithm holds, by role (read by the resource metrics)."""
-        if self.reference is None:
-            return {"policy": self.policy}
-        return {"policy": self.policy, "reference": self.reference}
+        return {"policy": self.policy, **self.reference.roles}
 
-    def train(self, mode: bool = True) -> DPOModule:
-        """Switch the policy's mode; a held reference stays in eval mode."""
-        super().train(mode)
-        if self.reference is not None:
-            self.reference.eval()
-        return self
+    @property
+    def reference_free(self) -> bool:
+        """SimPO's loss reads no reference log-probs."""
+        return DPOLoss(self.algo.loss) == DPOLoss.simpo
+
+    def reference_logps(self, batch: PreferenceBatch, pairs: PairInputs) -> PairLogps | None:
+        """Reference log-probs of a batch (no gradients), or None for a reference-free loss."""
+        if self.reference_free:
+            return None
+        if self.reference.precomputed:
+            return batch_reference_logps(batch)
+        with torch.no_grad(), self.reference.scope() as network:
+            return pair_logps(network, *pairs, self.allowed_token_ids)[0]
 
     def compute(self, batch: PreferenceBatch) -> DPOStep:
         """Per-pair losses, implicit rewards and policy log-probs of a batch."""
-        pairs = concatenate_pairs(batch)
-        logps, lengths = pair_logps(self.policy, pairs, self.allowed_token_ids)
-        reference = self._reference_logps(batch, pairs)
+        pairs = batch.concatenated()
+        logps, lengths = pair_logps(self.policy, *pairs, self.allowed_token_ids)
+        reference = self.reference_logps(batch, pairs)
         out = preference_loss(
             DPOLoss(self.algo.loss).value,
             logps.chosen,
@@ -167,20 +179,52 @@ class DPOModule(lightning.LightningModule):
         self._val_margins.clear()
         self._val_gold_margins.clear()
 
-    def on_validation_epoch_end(self) -> None:
+    def heldout_metrics(self) -> dict[str, torch.Tensor]:
         """The implicit reward model scored over the whole (gathered) validation epoch."""
         if not self._val_margins:
-            return
+            return {}
         margins = gather_epoch(self, self._val_margins)
         gold = gather_epoch(self, self._val_gold_margins)
-        # Gathered over every process: the values are identical, so sync_dist's mean is exact.
-        self.log("eval/implicit_rm_accuracy", (margins > 0).float().mean(), sync_dist=True)
+        metrics = {"eval/implicit_rm_accuracy": (margins > 0).float().mean()}
         agreement = sign_agreement(margins, gold)
         if agreement is not None:
-            self.log("eval/implicit_rm_gold_accuracy", agreement, sync_dist=True)
+            metrics["eval/implicit_rm_gold_accuracy"] = agreement
         corr = pearson_correlation(margins, gold)
         if corr is not None:
-            self.log("eval/implicit_rm_gold_corr", corr, sync_dist=True)
+            metrics["eval/implicit_rm_gold_corr"] = corr
+        return metrics
 
     def configure_optimizers(self):
         return build_optimizer(self.policy.parameters(), self.algo)
+
+
+def precompute_reference_logps(
+    model: torch.nn.Module,
+    dataloader: Iterable[PreferenceBatch],
+    allowed_token_ids: torch.Tensor | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Summed reference log-probs of every pair of a split, ordered by ``batch.index``.
+
+    Runs once before training (eval mode, no gradients; the model's training mode is restored),
+    so that the reference needs no memory while the policy trains. Single process: give it a
+    loader over the whole split (any order; no sampler sharding, no ``drop_last``).
+
+    Returns:
+        chosen (N,) and rejected (N,) float32 on CPU, where row i holds the pair with index i.
+    Raises:
+        ValueError: the indices seen are not exactly 0..N-1, each once.
+    """
+    device = next(model.parameters()).device
+    indices, chosen, rejected = [], [], []
+    with torch.no_grad(), evaluating(model):
+        for batch in dataloader:
+            batch = batch.to(device)
+            logps, _ = pair_logps(model, *batch.concatenated(), allowed_token_ids)
+            indices.append(batch.index.cpu())
+            chosen.append(logps.chosen.cpu())
+            rejected.append(logps.rejected.cpu())
+    index = torch.cat(indices)
+    if not torch.equal(index.sort().values, torch.arange(len(index))):
+        raise ValueError("precompute_reference_logps needs every row index 0..N-1 exactly once")
+    order = index.argsort()
+    return torch.cat(chosen)[order], torch.cat(rejected)[order]

@@ -8,8 +8,8 @@ clipped updates -> statistics -> KL-controller update.
 
 Steps and schedule: every minibatch update is one optimizer step, so Lightning's
 ``global_step`` counts minibatch updates and a run of ``algo.max_steps`` iterations is
-:func:`optimizer_steps` trainer steps (give the Trainer that ``max_steps``; the module also stops
-by itself after ``algo.max_steps`` iterations). The learning-rate schedule spans the same steps.
+:func:`leash.config.optimizer_steps` trainer steps (the Trainer's ``max_steps``; the module also
+stops after ``algo.max_steps`` iterations). The learning-rate schedule spans the same steps.
 
 Processes (DDP): each process samples its own rollouts from its shard of the prompts. Whitening
 statistics, the KL fed to the adaptive controller, the non-finite guard and the logged statistics
@@ -25,9 +25,8 @@ last checkpoint on disk stays the last good one (keep ``ModelCheckpoint(save_on_
 Lightning's default).
 
 Validation: PPO has nothing cheap to validate per batch; ``validation_step`` is empty on purpose.
-It keeps Lightning's validation loop (over the data module's held-out prompts) running, which
-is where the common evaluator callback samples ``pl_module.policy``; ``limit_val_batches=1``
-makes the loop itself free.
+The loop (``limit_val_batches=1`` makes it free) ends with the common evaluator sampling the
+policy (:mod:`leash.modules.evaluated`).
 
 Dropout is disabled in every network (as TRL does for PPO): rollout-time and update-time
 forwards must agree for the first ratio to be exactly 1.
@@ -36,58 +35,40 @@ forwards must agree for the first ratio to be exactly 1.
 from __future__ import annotations
 
 import functools
-import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from dataclasses import dataclass
 from typing import Any, NamedTuple
 
-import lightning
 import torch
 from torch.utils.data import DataLoader
 
-from leash.config import KLEstimator, PPOConfig
+from leash.config import PPOConfig, exact_div, optimizer_steps, updates_per_step
 from leash.data.types import PromptBatch
-from leash.losses.kl import AdaptiveKLController, FixedKLController, KLController, kl_penalty
+from leash.evaluation.evaluator import PolicyEvaluator
+from leash.losses.kl import AdaptiveKLController, FixedKLController, KLController
 from leash.losses.ppo import (
     Advantages,
-    ShapedRewards,
     clipped_policy_loss,
     clipped_value_loss,
     entropy_from_logits,
-    gae,
     masked_mean,
-    shape_rewards,
 )
-from leash.models.value import PolicyCritic
-from leash.modules.dpo import disable_dropout
+from leash.models.factory import disable_dropout
+from leash.models.policy_critic import PolicyCritic
+from leash.modules.evaluated import EvaluatedModule
 from leash.modules.optim import lr_multiplier
-from leash.rollout.rollout import Responses, RewardFn, Rollout, sample, score_rollout
-
-SumFn = Callable[[torch.Tensor], torch.Tensor]
-"""Sums a tensor over every process (the identity in a single process)."""
+from leash.modules.ppo_stats import (
+    MinibatchStats,
+    reduce_metrics,
+    rollout_metrics,
+    stopwatch,
+    update_metrics,
+)
+from leash.rollout.advantages import advantages, shape
+from leash.rollout.rewards import RewardFn
+from leash.rollout.rollout import Responses, Rollout, sample, score_rollout
 
 
 class NonFiniteError(RuntimeError):
     """A PPO quantity became NaN or infinite; the message names the iteration and the quantity."""
-
-
-# ------------------------------------------------------------------------------------- sizes
-def exact_div(numerator: int, denominator: int, what: str) -> int:
-    """``numerator / denominator`` when it is an integer; otherwise fail, explaining ``what``."""
-    if denominator <= 0 or numerator % denominator:
-        raise ValueError(f"{what}: {numerator} does not split exactly into {denominator}")
-    return numerator // denominator
-
-
-def updates_per_iteration(algo: PPOConfig) -> int:
-    """Optimizer steps in one PPO iteration: ``ppo_epochs x num_minibatches``."""
-    return algo.ppo_epochs * algo.num_minibatches
-
-
-def optimizer_steps(algo: PPOConfig) -> int:
-    """Optimizer steps of a whole run (the Trainer's ``max_steps``): iterations x updates."""
-    return algo.max_steps * updates_per_iteration(algo)
 
 
 def minibatch_size(rollout_size: int, num_minibatches: int) -> int:
@@ -101,60 +82,7 @@ def minibatch_size(rollout_size: int, num_minibatches: int) -> int:
     )
 
 
-# ---------------------------------------------------------------------------------- whitening
-def whiten_across(
-    values: torch.Tensor,
-    mask: torch.Tensor,
-    shift_mean: bool,
-    sum_fn: SumFn,
-    eps: float = 1e-8,
-) -> torch.Tensor:
-    """``masked_whiten`` with the mean and unbiased variance of the masked values of every process.
-
-    In one process (``sum_fn`` the identity) it equals ``leash.losses.ppo.masked_whiten``.
-
-    Args:
-        values: (B, T) values of this process.
-        mask: (B, T) binary mask of the positions that count.
-        shift_mean: subtract the mean (advantages) or keep it, scaling only (rewards).
-        sum_fn: sums a tensor over processes.
-        eps: added to the variance before the square root.
-    Returns:
-        (B, T) whitened values, 0 where ``mask`` is 0.
-    """
-    real = mask > 0
-    totals = sum_fn(torch.stack([torch.where(real, values, 0.0).sum(), real.sum().to(values)]))
-    count = totals[1]
-    if count < 2:
-        raise ValueError(f"whitening needs at least 2 masked-in values, got {int(count)}")
-    mean = totals[0] / count
-    squares = sum_fn(torch.where(real, (values - mean).square(), 0.0).sum())
-    whitened = (values - mean) * torch.rsqrt(squares / (count - 1) + eps)
-    if not shift_mean:
-        whitened = whitened + mean
-    return torch.where(real, whitened, 0.0)
-
-
 # ------------------------------------------------------------------------------- minibatches
-class MinibatchStats(NamedTuple):
-    """Diagnostics of one minibatch update (detached scalars)."""
-
-    epoch: int
-    minibatch: int
-    policy_loss: torch.Tensor
-    value_loss: torch.Tensor
-    entropy: torch.Tensor
-    """Mean per-token entropy of the policy being trained."""
-    approxkl: torch.Tensor
-    """k2 estimate of KL(old || new) over the minibatch's tokens."""
-    clipfrac: torch.Tensor
-    """Fraction of tokens where the policy ratio clip was active."""
-    value_clipfrac: torch.Tensor
-    """Fraction of tokens where the value clip was active."""
-    ratio: torch.Tensor
-    """Mean probability ratio new / old."""
-
-
 class MinibatchLoss(NamedTuple):
     """The loss of one minibatch (with gradients) and its diagnostics."""
 
@@ -197,117 +125,13 @@ def minibatch_loss(
     return MinibatchLoss(loss, stats)
 
 
-# ------------------------------------------------------------------------ rewards and advantages
-def shape(rollout: Rollout, algo: PPOConfig, kl_coef: float, sum_fn: SumFn) -> ShapedRewards:
-    """Per-token rewards: ``-kl_coef x KL`` (``algo.kl_estimator``) plus the score at the end,
-    whitened across processes (mean kept) when ``algo.whiten_rewards``.
-
-    Returns:
-        ShapedRewards(rewards (B, T), non_score_reward (B, T), penalised_scores (B,)); only
-        ``rewards`` is whitened.
-    """
-    kl = kl_penalty(rollout.logprobs, rollout.ref_logprobs, KLEstimator(algo.kl_estimator).value)
-    shaped = shape_rewards(
-        rollout.scores,
-        kl,
-        rollout.response_mask,
-        kl_coef,
-        algo.missing_eos_penalty,
-        rollout.eos_found,
-    )
-    if not algo.whiten_rewards:
-        return shaped
-    whitened = whiten_across(shaped.rewards, rollout.response_mask, False, sum_fn)
-    return shaped._replace(rewards=whitened)
-
-
-def advantages(
-    rollout: Rollout, rewards: torch.Tensor, algo: PPOConfig, sum_fn: SumFn
-) -> Advantages:
-    """GAE over each response, with the advantages whitened across processes if configured.
-
-    Returns are ``A + V`` from the raw (unwhitened) advantages, as the critic's targets.
-    """
-    out = gae(rewards, rollout.values, rollout.response_mask, algo.gamma, algo.lam)
-    if not algo.whiten_advantages:
-        return out
-    whitened = whiten_across(out.advantages, rollout.response_mask, True, sum_fn)
-    return Advantages(whitened, out.returns)
-
-
-# ------------------------------------------------------------------------------------- metrics
-SUMMED_METRICS = frozenset({"val/num_eos_tokens", "throughput/generation_tokens_per_s"})
-"""Metrics summed over processes; every other one is averaged."""
-
-
-def rollout_metrics(rollout: Rollout, shaped: ShapedRewards) -> dict[str, torch.Tensor]:
-    """This process's rollout statistics (TRL's definitions; KL and entropy per sequence).
-
-    ``objective/kl`` sums the k1 estimate over each response and ``objective/kl_k3`` the k3
-    one, whatever estimator shapes the reward; ``objective/entropy`` sums the exact per-token
-    entropy of the sampling policy; ``objective/rlhf_reward`` is the penalised score plus the
-    KL part of the reward; ``val/num_eos_tokens`` counts responses that ended with EOS.
-    """
-    mask = rollout.response_mask
-    per_sequence = functools.partial(torch.sum, dim=1)
-    kl_k1 = per_sequence(kl_penalty(rollout.logprobs, rollout.ref_logprobs, "k1") * mask)
-    kl_k3 = per_sequence(kl_penalty(rollout.logprobs, rollout.ref_logprobs, "k3") * mask)
-    non_score = per_sequence(shaped.non_score_reward)
-    return {
-        "objective/kl": kl_k1.mean(),
-        "objective/kl_k3": kl_k3.mean(),
-        "objective/entropy": per_sequence(rollout.entropy).mean(),
-        "objective/non_score_reward": non_score.mean(),
-        "objective/scores": rollout.scores.mean(),
-        "objective/rlhf_reward": (shaped.penalised_scores + non_score).mean(),
-        "val/num_eos_tokens": rollout.eos_found.sum().float(),
-    }
-
-
-def update_metrics(updates: list[MinibatchStats]) -> dict[str, torch.Tensor]:
-    """Averages of the minibatch diagnostics over every update of the iteration."""
-
-    def average(name: str) -> torch.Tensor:
-        return torch.stack([getattr(stats, name) for stats in updates]).mean()
-
-    return {
-        "policy/approxkl_avg": average("approxkl"),
-        "policy/clipfrac_avg": average("clipfrac"),
-        "policy/entropy_avg": average("entropy"),
-        "loss/policy_avg": average("policy_loss"),
-        "loss/value_avg": average("value_loss"),
-        "val/clipfrac_avg": average("value_clipfrac"),
-        "val/ratio": average("ratio"),
-    }
-
-
-@dataclass
-class Stopwatch:
-    """Seconds spent in a ``with stopwatch(device)`` block (after the device caught up)."""
-
-    seconds: float = 0.0
-
-
-@contextmanager
-def stopwatch(device: torch.device) -> Iterator[Stopwatch]:
-    """Time a block; on CUDA, wait for queued kernels at both ends so the time is the block's."""
-    watch = Stopwatch()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    yield watch
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    watch.seconds = time.perf_counter() - start
-
-
 # -------------------------------------------------------------------------------------- module
-class PPOModule(lightning.LightningModule):
+class PPOModule(EvaluatedModule):
     """PPO-RLHF with a reward model (PPO) or the task's gold reward (PPO-GT).
 
     Args:
         policy_critic: policy, reference and critic in either memory mode (see
-            :func:`leash.models.value.build_policy_critic`).
+            :func:`leash.models.policy_critic.build_policy_critic`).
         reward_fn: scores responses: ``LearnedReward(reward_model)`` or ``GoldTaskReward(task)``.
         algo: the PPO configuration (every field is read).
         pad_token_id: written after EOS in sampled responses.
@@ -316,6 +140,7 @@ class PPOModule(lightning.LightningModule):
             passes its own response length limit).
         allowed_token_ids: (A,) restrict the policy to these tokens (a built-in task's words).
         max_grad_norm: clip the gradient norm of every update to this; None does not clip.
+        evaluator: the common evaluator, run after every validation epoch.
     """
 
     def __init__(
@@ -329,8 +154,9 @@ class PPOModule(lightning.LightningModule):
         max_new_tokens: int | None = None,
         allowed_token_ids: torch.Tensor | None = None,
         max_grad_norm: float | None = None,
+        evaluator: PolicyEvaluator | None = None,
     ) -> None:
-        super().__init__()
+        super().__init__(evaluator)
         self.automatic_optimization = False
         self.step_tokens: tuple[int, int] | None = None
         """(tokens, rollouts) of the latest iteration, read by the resource metrics."""
@@ -369,7 +195,7 @@ class PPOModule(lightning.LightningModule):
     @property
     def iteration(self) -> int:
         """Index of the current PPO iteration, derived from the optimizer steps (resume-safe)."""
-        return self.global_step // updates_per_iteration(self.algo)
+        return self.global_step // updates_per_step(self.algo)
 
     # ------------------------------------------------------------------------ processes
     def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
@@ -406,7 +232,7 @@ class PPOModule(lightning.LightningModule):
         )
         with stopwatch(self.device) as update:
             self.last_updates = self.update(rollout, advantage, iteration)
-        metrics = self.reduce_metrics(
+        metrics = reduce_metrics(
             {
                 **rollout_metrics(rollout, shaped),
                 **update_metrics(self.last_updates),
@@ -419,6 +245,9 @@ class PPOModule(lightning.LightningModule):
                 "throughput/generation_tokens_per_s":
                     float(responses.response_mask.sum()) / max(generation.seconds, 1e-9),
             },
+            self._sum,
+            self.trainer.world_size,
+            self.device,
         )
         # The controller sees the k1 sequence KL of the whole batch, every process included.
         self.kl_controller.update(
@@ -485,21 +314,6 @@ class PPOModule(lightning.LightningModule):
                 schedule.step()
                 updates.append(step.stats)
         return updates
-
-    def reduce_metrics(
-        self, tensors: dict[str, torch.Tensor], floats: dict[str, float]
-    ) -> dict[str, torch.Tensor]:
-        """Average (or, for :data:`SUMMED_METRICS`, sum) every metric over processes, in one
-        all-reduce; algorithm metrics get the ``train/`` prefix, time and throughput do not."""
-        values = {**tensors, **{name: torch.tensor(value) for name, value in floats.items()}}
-        names = list(values)
-        totals = self._sum(torch.stack([values[n].float().to(self.device) for n in names]))
-        world = self.trainer.world_size
-        return {
-            (name if name in floats else f"train/{name}"):
-                total if name in SUMMED_METRICS else total / world
-            for name, total in zip(names, totals, strict=True)
-        }
 
     # ------------------------------------------------------------------- lightning hooks
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:

@@ -1,13 +1,7 @@
-"""Bradley–Terry reward model on the shared preference pairs, and the scalar scoring PPO reuses.
+"""Bradley–Terry reward model on the shared preference pairs.
 
-The score of a sequence is the scalar head applied to the transformer's hidden state at the
-**last real token according to the attention mask**. Hugging Face's ``*ForSequenceClassification``
-pools at the last token that is not ``pad_token_id`` instead, which is wrong for GPT-2-style
-tokenizers that pad with EOS: a response ending in EOS would be read one token early. So
-:func:`score_sequences` runs the model's backbone (``base_model``) and its ``score`` head itself,
-picking the position from the mask; that works for every HF architecture whose classifier head
-is called ``score`` (GPT-2, Llama, Mistral, Qwen, ...) and for a PEFT-wrapped one (the LoRA
-layers live inside the backbone; PEFT keeps a trainable copy of ``score``).
+Scores are read by the one scalar-head reader, :func:`leash.models.heads.score_sequences` (at
+the last real token according to the attention mask, right for tokenizers that pad with EOS).
 """
 
 from __future__ import annotations
@@ -16,105 +10,13 @@ from typing import NamedTuple
 
 import lightning
 import torch
-from peft import PeftModel
 
 from leash.config import RewardConfig
 from leash.data.types import PreferenceBatch
 from leash.losses.preference import bradley_terry_loss
+from leash.models.heads import score_sequences
+from leash.modules.epoch_metrics import gather_epoch, pearson_correlation, sign_agreement
 from leash.modules.optim import build_optimizer
-from leash.rollout.generation import positions_from_mask
-
-
-def last_token_index(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position of the rightmost real token of each row (left or right padding).
-
-    Args:
-        attention_mask: (B, T) 1 on real tokens.
-    Returns:
-        (B,) long indices (0 for an all-padding row).
-    """
-    positions = torch.arange(attention_mask.shape[-1], device=attention_mask.device)
-    return (positions * attention_mask.long()).argmax(-1)
-
-
-def score_sequences(
-    model: torch.nn.Module, input_ids: torch.Tensor, attention_mask: torch.Tensor
-) -> torch.Tensor:
-    """Scalar score of each sequence, read at its last real token (see the module docstring).
-
-    Position ids count real tokens only (``cumsum(mask) - 1``), so left-padded sequences (PPO
-    rollouts) score like unpadded ones; for right padding they equal the default positions.
-
-    Args:
-        model: an ``AutoModelForSequenceClassification`` with ``num_labels=1``, or a PEFT model
-            wrapping one.
-        input_ids: (B, T) token ids.
-        attention_mask: (B, T) 1 on real tokens.
-    Returns:
-        (B,) float32 scores.
-    """
-    classifier = model.get_base_model() if isinstance(model, PeftModel) else model
-    prefix = getattr(classifier, "base_model_prefix", "")
-    if not hasattr(classifier, prefix) or not hasattr(classifier, "score"):
-        raise TypeError(
-            f"{type(classifier).__name__} needs a backbone (base_model_prefix) and a `score` head"
-        )
-    position_ids = positions_from_mask(attention_mask)
-    hidden = getattr(classifier, prefix)(
-        input_ids=input_ids,
-        attention_mask=attention_mask,
-        position_ids=position_ids,
-        use_cache=False,
-    ).last_hidden_state
-    rows = torch.arange(len(input_ids), device=input_ids.device)
-    return classifier.score(hidden[rows, last_token_index(attention_mask)]).squeeze(-1).float()
-
-
-def sign_agreement(predicted: torch.Tensor, gold: torch.Tensor) -> torch.Tensor | None:
-    """Fraction of pairs whose predicted margin has the sign of the gold margin.
-
-    Pairs with a missing (NaN) or tied gold margin are left out; a zero predicted margin counts
-    as a disagreement (as ``accuracy`` counts a tie as wrong).
-
-    Args:
-        predicted: (N,) predicted reward margins (chosen - rejected).
-        gold: (N,) gold reward margins.
-    Returns:
-        a float32 scalar, or None when no pair has a usable gold margin.
-    """
-    usable = gold.isfinite() & (gold != 0)
-    if not usable.any():
-        return None
-    return (predicted[usable].sign() == gold[usable].sign()).float().mean()
-
-
-def pearson_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None:
-    """Pearson correlation of ``x`` and ``y`` over the entries where both are finite.
-
-    Args:
-        x: (N,) values.
-        y: (N,) values.
-    Returns:
-        a float32 scalar, or None when it is undefined (fewer than 2 points, or zero variance).
-    """
-    usable = x.isfinite() & y.isfinite()
-    x, y = x[usable].double(), y[usable].double()
-    if len(x) < 2:
-        return None
-    x, y = x - x.mean(), y - y.mean()
-    scale = (x.square().sum() * y.square().sum()).sqrt()
-    if scale == 0:
-        return None
-    return ((x * y).sum() / scale).float()
-
-
-def gather_epoch(module: lightning.LightningModule, chunks: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate per-step values and gather them from every process into one flat tensor.
-
-    Every process must hold the same number of values (true for DistributedSampler's padded
-    shards, which Lightning uses for validation).
-    """
-    return module.all_gather(torch.cat(chunks)).flatten()
 
 
 def pair_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torch.Tensor]:

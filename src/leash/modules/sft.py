@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
-import lightning
 import torch
 
 from leash.config import SFTConfig
 from leash.data.types import SFTBatch
+from leash.evaluation.evaluator import PolicyEvaluator
 from leash.losses.logprobs import response_logps
+from leash.modules.evaluated import EvaluatedModule
 from leash.modules.optim import build_optimizer
-from leash.rollout.generation import restrict_logits
+from leash.sequences import restrict_logits
 
 
 def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -24,11 +25,12 @@ def sft_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, 
     return -summed.sum() / tokens.clamp(min=1), tokens
 
 
-class SFTModule(lightning.LightningModule):
+class SFTModule(EvaluatedModule):
     """Trains ``policy`` to imitate the responses of the SFT view of the shared data module.
 
     ``allowed_token_ids`` restricts the policy to a built-in task's support (response words +
     EOS), so the likelihood trained is that of the policy that is later sampled and enumerated.
+    ``evaluator`` measures the policy after every validation (it is its own reference).
     """
 
     def __init__(
@@ -36,8 +38,9 @@ class SFTModule(lightning.LightningModule):
         policy: torch.nn.Module,
         algo: SFTConfig,
         allowed_token_ids: torch.Tensor | None = None,
+        evaluator: PolicyEvaluator | None = None,
     ):
-        super().__init__()
+        super().__init__(evaluator)
         self.policy = policy
         self.algo = algo
         self.allowed_token_ids = allowed_token_ids

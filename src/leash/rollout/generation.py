@@ -8,110 +8,20 @@ same alone or in a padded batch; the exact oracle uses the same convention.
 An optional set of allowed token ids restricts the policy (e.g. a task's response words + EOS):
 every other logit is masked before the softmax, so the policy that is sampled is exactly the one
 the oracle enumerates. Anything that scores these samples should mask the same way
-(:func:`restrict_logits`).
+(:func:`leash.sequences.restrict_logits`).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
-from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
-from dataclasses import dataclass
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-
-@dataclass(frozen=True)
-class Samples:
-    """Sampled responses, one entry per sample, grouped by prompt (prompt 0's samples first)."""
-
-    prompt_index: list[int]
-    """Index of the sample's prompt in the list that was sampled from."""
-    response_ids: list[list[int]]
-    """Generated token ids without padding; the final EOS is included when the sample has one."""
-    ended: list[bool]
-    """Whether the sample ended with EOS (False: cut at ``max_new_tokens``)."""
-    text: list[str]
-    """Decoded response without special tokens (EOS not written)."""
-
-    def __len__(self) -> int:
-        return len(self.prompt_index)
-
-
-SampleFn = Callable[[list[str], int], Samples]
-"""``sample_fn(prompts, num_samples)``: a sampler with its model and settings bound."""
-
-
-@contextmanager
-def evaluating(model: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Put a model in eval mode (no dropout) for the block, then restore its previous mode."""
-    was_training = model.training
-    model.eval()
-    try:
-        yield model
-    finally:
-        model.train(was_training)
-
-
-def left_pad(
-    sequences: Sequence[Sequence[int]], pad_token_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack token lists into a left-padded batch so that generation appends on the right.
-
-    Returns:
-        input_ids (B, P) and attention_mask (B, P), P the longest sequence.
-    """
-    width = max(len(sequence) for sequence in sequences)
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        if sequence:
-            input_ids[row, width - len(sequence) :] = torch.tensor(list(sequence))
-            attention_mask[row, width - len(sequence) :] = 1
-    return input_ids, attention_mask
-
-
-
-def right_pad(
-    sequences: Sequence[Sequence[int]], pad_token_id: int
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Stack token lists into a right-padded batch (responses, whole sequences to score).
-
-    Returns:
-        input_ids (B, T) and attention_mask (B, T), T the longest sequence and at least 1, so
-        that a batch of empty responses still makes a tensor.
-    """
-    width = max(1, max(len(sequence) for sequence in sequences))
-    input_ids = torch.full((len(sequences), width), pad_token_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(sequences), width), dtype=torch.long)
-    for row, sequence in enumerate(sequences):
-        input_ids[row, : len(sequence)] = torch.tensor(list(sequence), dtype=torch.long)
-        attention_mask[row, : len(sequence)] = 1
-    return input_ids, attention_mask
-
-def positions_from_mask(attention_mask: torch.Tensor) -> torch.Tensor:
-    """Position ids that count real tokens only: (B, T) mask -> (B, T) ``cumsum - 1`` (pads 0)."""
-    return (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
-
-
-def restrict_logits(logits: torch.Tensor, allowed_token_ids: torch.Tensor | None) -> torch.Tensor:
-    """Mask every logit outside ``allowed_token_ids`` so the policy only produces those tokens.
-
-    The masked value is the dtype's most negative finite number, not -inf: softmax still gives
-    exactly 0, and a masked log-prob multiplied by a 0 mask stays 0 instead of becoming NaN.
-
-    Args:
-        logits: (..., V) scores.
-        allowed_token_ids: (A,) ids to keep; None keeps the whole vocabulary.
-    Returns:
-        (..., V) logits.
-    """
-    if allowed_token_ids is None:
-        return logits
-    allowed = torch.zeros(logits.shape[-1], dtype=torch.bool, device=logits.device)
-    allowed[allowed_token_ids.to(logits.device)] = True
-    return logits.masked_fill(~allowed, torch.finfo(logits.dtype).min)
+from leash.data.tasks import SyntheticTask
+from leash.data.types import SampleFn, Samples
+from leash.sequences import evaluating, left_pad, positions_from_mask, restrict_logits
 
 
 def _cache_keyword(model: torch.nn.Module) -> str:
@@ -157,7 +67,8 @@ def generate(
         pad_token_id: written after EOS.
         temperature: divides the logits before the softmax (> 0).
         generator: source of randomness.
-        allowed_token_ids: (A,) restricts the policy to these tokens (see :func:`restrict_logits`).
+        allowed_token_ids: (A,) restricts the policy to these tokens (see
+            :func:`leash.sequences.restrict_logits`).
     Returns:
         response_ids (B, T) padded with ``pad_token_id`` after EOS, and response_mask (B, T) with
         1 on real tokens, EOS included; T <= max_new_tokens is the longest response.
@@ -244,3 +155,23 @@ def sample_responses(
             ended.append(bool(tokens) and tokens[-1] == tokenizer.eos_token_id)
     text = [tokenizer.decode(tokens, skip_special_tokens=True) for tokens in response_ids]
     return Samples(prompt_index=rows, response_ids=response_ids, ended=ended, text=text)
+
+
+def task_sampler(
+    task: SyntheticTask,
+    model: PreTrainedModel,
+    tokenizer: PreTrainedTokenizerBase,
+    generator: torch.Generator | None = None,
+    temperature: float = 1.0,
+) -> SampleFn:
+    """A ``sample_fn(prompts, num_samples)`` for a built-in task: the policy restricted to the
+    task's response words + EOS, responses cut at its ``max_response_length`` tokens."""
+    return functools.partial(
+        sample_responses,
+        model,
+        tokenizer,
+        max_new_tokens=task.config.max_response_length,
+        temperature=temperature,
+        generator=generator,
+        allowed_token_ids=task.allowed_token_ids(),
+    )

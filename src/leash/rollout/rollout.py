@@ -9,8 +9,8 @@ Two named steps, timed separately by the PPO loop:
   log-probs, critic values, and the sequence score of a :class:`RewardFn`. The result is a
   :class:`Rollout`.
 
-Rewards are any :class:`RewardFn`: :class:`LearnedReward` (a frozen reward model) or
-:class:`GoldTaskReward` (PPO-GT); :func:`build_reward_fn` picks one from ``algo.reward``.
+Rewards are any :class:`leash.rollout.rewards.RewardFn` (a frozen reward model, or the task's
+gold reward for PPO-GT).
 
 Scoring runs in chunks of ``chunk_size`` rows, the PPO minibatch size, so that the rollout-time
 forwards see batches of the same shape as the update's forwards.
@@ -24,121 +24,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TypeVar
 
 import torch
-from transformers import PreTrainedTokenizerBase
 
-from leash.config import ModelConfig, PPOConfig, RewardSource
 from leash.losses.ppo import entropy_from_logits
-from leash.models.factory import freeze, load_scalar_model
-from leash.models.value import PolicyCritic
-from leash.modules.reward import score_sequences
-from leash.rollout.generation import evaluating, generate
-
-if TYPE_CHECKING:
-    from leash.data.tasks.synthetic import SyntheticTask
-
-
-# ------------------------------------------------------------------------------------- rewards
-class RewardFn(Protocol):
-    """A sequence reward: the learned reward model and the gold reward are interchangeable."""
-
-    def __call__(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        response_ids: torch.Tensor,
-        response_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """(B,) float32 scores of (B, P) left-padded prompts and (B, T) responses."""
-        ...
-
-
-class LearnedReward(torch.nn.Module):
-    """A trained reward model's score of prompt + response, read at the response's last token.
-
-    The model is frozen and stays in eval mode (a parent module's ``train()`` does not wake it).
-
-    Args:
-        model: a scalar ``AutoModelForSequenceClassification`` (see ``score_sequences``).
-    """
-
-    def __init__(self, model: torch.nn.Module) -> None:
-        super().__init__()
-        self.model = freeze(model)
-
-    def forward(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        response_ids: torch.Tensor,
-        response_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """(B,) float32 scores."""
-        return score_sequences(
-            self.model,
-            torch.cat([prompt_ids, response_ids], dim=1),
-            torch.cat([prompt_mask, response_mask], dim=1),
-        )
-
-    def train(self, mode: bool = True) -> LearnedReward:
-        """Keep the frozen reward model in eval mode whatever ``mode`` is."""
-        super().train(mode)
-        self.model.eval()
-        return self
-
-
-class GoldTaskReward:
-    """The built-in task's gold reward of token-id rollouts (PPO-GT, the DPO paper's baseline).
-
-    Args:
-        task: the synthetic task; its reward ignores BOS and padding, and reads EOS.
-    """
-
-    def __init__(self, task: SyntheticTask) -> None:
-        self.task = task
-
-    def __call__(
-        self,
-        prompt_ids: torch.Tensor,
-        prompt_mask: torch.Tensor,
-        response_ids: torch.Tensor,
-        response_mask: torch.Tensor,
-    ) -> torch.Tensor:
-        """(B,) float32 gold rewards on the device of ``response_ids``."""
-        return self.task.gold_reward_ids(prompt_ids, response_ids)
-
-
-def build_reward_fn(
-    algo: PPOConfig,
-    model_cfg: ModelConfig,
-    tokenizer: PreTrainedTokenizerBase,
-    *,
-    task: SyntheticTask | None,
-    reward_model_path: str | None,
-) -> RewardFn:
-    """The reward of ``algo.reward``: the task's gold reward (PPO-GT) or a frozen reward model.
-
-    Args:
-        algo: reads ``reward``.
-        model_cfg: how to load the reward model (dtype, attention implementation).
-        tokenizer: the policy's tokenizer (the reward model shares it).
-        task: the built-in task, when the data is one (required for ``gold``).
-        reward_model_path: the trained reward model folder (required for ``learned``).
-    Raises:
-        ValueError: the source that ``algo.reward`` names is missing.
-    """
-    if RewardSource(algo.reward) == RewardSource.gold:
-        if task is None:
-            raise ValueError("algo.reward=gold needs a built-in task with a gold reward (data)")
-        return GoldTaskReward(task)
-    if reward_model_path is None:
-        raise ValueError("algo.reward=learned needs a trained reward model folder")
-    return LearnedReward(
-        load_scalar_model(reward_model_path, model_cfg, tokenizer, trainable=False)
-    )
-
+from leash.models.policy_critic import PolicyCritic
+from leash.rollout.generation import generate
+from leash.rollout.rewards import RewardFn
+from leash.sequences import evaluating
 
 # ---------------------------------------------------------------------------------- containers
 _Rows = TypeVar("_Rows", bound="Responses")

@@ -17,7 +17,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from datasets import Dataset
 
-from leash.rollout.generation import SampleFn
+from leash.data.types import SampleFn
 
 MAX_ROUNDS = 6
 RewardFn = Callable[[Sequence[str], Sequence[Sequence[str]], Sequence[bool]], np.ndarray]

@@ -21,15 +21,16 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from datasets import Dataset, DatasetDict
-from transformers import PreTrainedModel, PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast
 
 from leash.config import TaskConfig
 from leash.data.tasks.behaviour import BehaviourChain
 from leash.data.tasks.pairs import label_pairs
 from leash.data.tasks.reward import GoldReward
 from leash.data.tasks.vocabulary import TokenIds
+from leash.data.types import SampleFn
 from leash.models.tokenizers import build_word_tokenizer
-from leash.rollout.generation import SampleFn, left_pad, right_pad, sample_responses
+from leash.sequences import left_pad, right_pad
 
 # Independent random streams derived from the task seed.
 _PROMPTS, _REWARD, _BEHAVIOUR, _CORPUS, _PAIRS = range(5)
@@ -208,25 +209,6 @@ class SyntheticTask:
                 )
                 for index, (name, prompts) in enumerate(splits.items())
             }
-        )
-
-    def sampler(
-        self,
-        model: PreTrainedModel,
-        tokenizer: PreTrainedTokenizerFast,
-        generator: torch.Generator | None = None,
-        temperature: float = 1.0,
-    ) -> SampleFn:
-        """A ``sample_fn(prompts, num_samples)`` for this task: policy restricted to response
-        words + EOS, responses cut at ``max_response_length`` tokens."""
-        return functools.partial(
-            sample_responses,
-            model,
-            tokenizer,
-            max_new_tokens=self.config.max_response_length,
-            temperature=temperature,
-            generator=generator,
-            allowed_token_ids=self.allowed_token_ids(),
         )
 
 

@@ -1,0 +1,128 @@
+"""``leash compare``: SFT -> reward model -> PPO, PPO-GT, DPO on the same pairs, one table.
+
+Every stage is one ``leash train`` in its own process (so each peak memory is that stage's own),
+all from the same SFT policy, on the same preference pairs and held-out prompts, reusing the
+artifact cache: a second comparison with the same upstream config trains no SFT and no reward
+model again. Then the runs are aggregated by :mod:`leash.report` into report.md, results.csv,
+results.json and frontier.png.
+
+Overrides without a stage prefix go to every stage (``model=gpt2 data=hh_rlhf trainer=gpu``);
+``<stage>.<key>=value`` goes to one stage only (``dpo.algo.beta=0.3``, ``ppo.algo.kl_coef=0.1``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from dataclasses import dataclass
+from datetime import datetime
+from pathlib import Path
+
+from rich.console import Console
+
+from leash.pipeline.compose import compose_train
+from leash.pipeline.launcher import run_train
+from leash.pipeline.overrides import route_by_prefix
+
+STAGES = ("sft", "reward", "ppo", "ppo_gt", "dpo")
+"""Stage names, in order: each is also the `algo` option it runs."""
+
+NEEDS_GOLD_REWARD = {"ppo_gt"}
+"""Stages that only make sense on a built-in task (they score with its gold reward)."""
+
+
+@dataclass(frozen=True)
+class StageResult:
+    stage: str
+    run_dir: Path
+    seconds: float
+    ok: bool
+
+
+def _uses_task_data(overrides: list[str]) -> bool:
+    """Whether the composed config's data is a built-in task (gold reward available)."""
+    return compose_train(overrides).data.source == "task"
+
+
+def run_stage(stage: str, overrides: list[str], run_dir: Path) -> StageResult:
+    """``leash train algo=<stage> ...`` in a child process, its output streamed live."""
+    started = time.perf_counter()
+    returncode = run_train([f"algo={stage}", *overrides], run_dir)
+    return StageResult(stage, run_dir, time.perf_counter() - started, returncode == 0)
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="leash compare",
+        description="Run SFT, the reward model, PPO, PPO-GT and DPO from one SFT policy on the "
+        "same preference pairs, and report what each costs and buys.",
+    )
+    parser.add_argument("--stages", default=",".join(STAGES),
+                        help=f"comma-separated subset of {','.join(STAGES)}")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="comparison folder (default: outputs/compare/<time>)")
+    parser.add_argument("overrides", nargs="*",
+                        help="Hydra overrides for every stage, or <stage>.<key>=value for one")
+    return parser
+
+
+def main(argv: list[str]) -> int:
+    """Run the stages, print the comparison table; 0 when every stage finished."""
+    args = _parser().parse_args(argv)
+    stages = tuple(s for s in args.stages.split(",") if s)
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        print(f"leash compare: unknown stages {unknown}; choose from {STAGES}", file=sys.stderr)
+        return 2
+    console = Console()
+    routed = route_by_prefix(args.overrides, STAGES)
+    if not _uses_task_data(routed["sft"]):
+        skipped = [s for s in stages if s in NEEDS_GOLD_REWARD]
+        stages = tuple(s for s in stages if s not in NEEDS_GOLD_REWARD)
+        if skipped:
+            console.print(f"skipping {', '.join(skipped)}: the data has no gold reward")
+    outputs = Path(os.environ.get("LEASH_OUTPUT_DIR", "outputs"))
+    folder = args.out or outputs / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
+    folder.mkdir(parents=True, exist_ok=True)
+    results = []
+    for number, stage in enumerate(stages, start=1):
+        console.rule(f"[bold]leash compare[/] stage {number}/{len(stages)}: {stage}")
+        result = run_stage(stage, routed[stage], folder / stage)
+        results.append(result)
+        verdict = "[green]finished[/]" if result.ok else "[red]failed[/]"
+        console.print(f"stage {stage} {verdict} in {result.seconds:.0f} s")
+    console.rule("[bold]leash compare[/]: results")
+    from leash.report.main import main as report_main
+
+    report_main([str(folder)])
+    for result in results:
+        console.print(f"  {result.stage:<7} {result.seconds:6.0f} s  {result.run_dir}",
+                      markup=False)
+    _log_summary_to_wandb(folder, args.overrides)
+    return 0 if all(r.ok for r in results) else 1
+
+
+def _log_summary_to_wandb(folder: Path, overrides: list[str]) -> None:
+    """With ``logger=wandb`` (or a list holding it), one extra W&B run holds the table."""
+    if not any(o.startswith("logger=") and "wandb" in o for o in overrides):
+        return
+    import csv
+
+    import wandb
+
+    from leash.logging_wandb import select_mode
+
+    with (folder / "results.csv").open() as handle:
+        rows = list(csv.reader(handle))
+    run = wandb.init(project=os.environ.get("WANDB_PROJECT", "leash"), name="compare-summary",
+                     group=f"compare/{folder.name}", mode=select_mode(), dir=str(folder),
+                     job_type="compare")
+    try:
+        run.log({"comparison": wandb.Table(columns=rows[0], data=rows[1:])})
+        frontier = folder / "frontier.png"
+        if frontier.exists():
+            run.log({"frontier": wandb.Image(str(frontier))})
+    finally:
+        run.finish()

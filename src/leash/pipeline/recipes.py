@@ -1,0 +1,271 @@
+"""What each algorithm does with a ready Trainer: resolve artifacts, build models, fit, save.
+
+One function per algorithm family; ``run_recipe`` dispatches on the schema of ``algo``. Recipes
+receive a validated config and an instantiated Trainer from ``cli.py``; they load models through
+the factory and instantiate nothing from the config themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+import lightning
+import torch
+
+from leash.config import (
+    DPOConfig,
+    DPOLoss,
+    PPOConfig,
+    RewardConfig,
+    RewardSource,
+    SFTConfig,
+    TrainConfig,
+)
+from leash.data.datamodule import PreferenceDataModule
+from leash.evaluation.evaluator import EvalContext, PolicyEvaluator
+from leash.models.factory import (
+    load_causal_lm,
+    load_scalar_model,
+    load_tokenizer,
+    save_policy,
+)
+from leash.models.policy_critic import build_policy_critic
+from leash.models.reference import Reference, build_reference
+from leash.modules.dpo import DPOModule, precompute_reference_logps
+from leash.modules.ppo import PPOModule
+from leash.modules.reward import RewardModelModule
+from leash.modules.sft import SFTModule
+from leash.pipeline.cache import config_key, link_or_copy_tree
+from leash.pipeline.stages import Stages
+from leash.rollout.rewards import LearnedReward, build_reward_fn
+
+log = logging.getLogger(__name__)
+
+
+def last_checkpoint(cfg: TrainConfig) -> str | None:
+    """The run folder's ``last.ckpt`` when resuming is on and a killed run left one."""
+    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
+    if cfg.resume and path.exists():
+        log.info("resuming from %s", path)
+        return str(path)
+    return None
+
+
+def write_artifacts(cfg: TrainConfig, **artifacts: str) -> None:
+    """Record in the run folder which artifact folders this run used or produced."""
+    path = Path(cfg.paths.output_dir) / "artifacts.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(artifacts, indent=2))
+
+
+def eval_prompts(stages: Stages, datamodule: PreferenceDataModule) -> list[str]:
+    """Held-out prompts every algorithm is evaluated on: the task's, or the data's eval split."""
+    if stages.task is not None:
+        return stages.task.heldout_prompts
+    datamodule.setup("fit")
+    return datamodule.eval_prompts()
+
+
+def build_evaluator(
+    stages: Stages,
+    datamodule: PreferenceDataModule,
+    tokenizer,
+    reference: Reference | None = None,
+    reward_model: torch.nn.Module | None = None,
+) -> PolicyEvaluator | None:
+    """The common evaluator of this run's policy (None when ``eval.enabled=false``).
+
+    Args:
+        reference: π_ref of the evaluated policy; None when the policy is its own reference.
+        reward_model: the learned reward model that scores samples (``eval/rm_score``).
+    """
+    if not stages.cfg.eval.enabled:
+        return None
+    context = EvalContext(
+        tokenizer,
+        eval_prompts(stages, datamodule),
+        task=stages.task,
+        reference=reference,
+        reward_model=reward_model,
+    )
+    return PolicyEvaluator(context, stages.cfg.eval)
+
+
+def allowed_tokens(stages: Stages) -> torch.Tensor | None:
+    """The policy's support on a built-in task (response words + EOS); None for real data."""
+    return stages.task.allowed_token_ids() if stages.task is not None else None
+
+
+def save_final_policy(cfg: TrainConfig, trainer: lightning.Trainer, module, tokenizer) -> Path:
+    """Write the trained policy in Hugging Face format to ``<run>/policy`` (rank 0)."""
+    path = Path(cfg.paths.output_dir) / "policy"
+    if trainer.is_global_zero:
+        save_policy(module.policy, tokenizer, path)
+        log.info("policy saved to %s", path)
+    return path
+
+
+# ------------------------------------------------------------------------------------------ SFT
+def run_sft(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+    """Train the SFT policy, or reuse the cached one for this config, and evaluate it.
+
+    The final policy is saved in Hugging Face format in ``<run>/policy`` and stored in the
+    artifact cache, where every later stage (and every job of a sweep) finds it.
+    """
+    base_path = stages.base_model_path
+    tokenizer = load_tokenizer(stages.tokenizer_path(), cfg.model)
+    datamodule = PreferenceDataModule(stages.sft_data(), tokenizer, view="sft", seed=cfg.seed)
+    # The SFT policy is its own reference: its KL is 0 and the frontier starts at it.
+    evaluator = build_evaluator(stages, datamodule, tokenizer)
+    allowed = allowed_tokens(stages)
+    key = stages.sft_key()
+    if stages.cache.has("sft", key):
+        cached = stages.sft_policy_path()
+        log.info("SFT policy for this config is cached (%s): evaluating it, not retraining", cached)
+        policy = load_causal_lm(str(cached), cfg.model, tokenizer, trainable=False)
+        module = SFTModule(policy, cfg.algo, allowed, evaluator)
+        trainer.validate(module, datamodule=datamodule)
+        write_artifacts(cfg, base_model=base_path, policy=str(cached))
+        return
+    policy = load_causal_lm(base_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
+    module = SFTModule(policy, cfg.algo, allowed, evaluator)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
+    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
+    if trainer.is_global_zero:
+        cached = stages.cache.store("sft", key, lambda tmp: link_or_copy_tree(run_policy, tmp))
+        write_artifacts(
+            cfg, base_model=base_path, policy=str(run_policy), cached_policy=str(cached)
+        )
+
+
+# ------------------------------------------------------------------------------ DPO family
+def attach_precomputed_reference(
+    stages: Stages, datamodule: PreferenceDataModule, sft_path: str, reference: Reference
+) -> None:
+    """Reference log-probs of every pair, computed once (cached) and attached to the data."""
+    allowed = allowed_tokens(stages)
+    key = config_key(
+        "reference_logps",
+        stages.pairs_key(),
+        sft_path,
+        allowed is not None,
+        datamodule.cfg.max_length,
+        datamodule.cfg.max_prompt_length,
+        datamodule.cfg.truncation,
+    )
+
+    def compute(folder: Path) -> None:
+        with reference.scope() as network:
+            logps = {
+                split: precompute_reference_logps(
+                    network, datamodule.ordered_dataloader(split), allowed
+                )
+                for split in ("train", "eval")
+            }
+        torch.save(logps, folder / "logps.pt")
+
+    datamodule.setup("fit")
+    folder = stages.cache.get_or_build("reference_logps", key, compute)
+    for split, (chosen, rejected) in torch.load(folder / "logps.pt").items():
+        datamodule.attach_reference_logps(split, chosen, rejected)
+
+
+def run_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+    """Train a DPO-family policy from the SFT policy on the shared preference pairs."""
+    algo: DPOConfig = cfg.algo
+    sft_path = stages.sft_policy()
+    tokenizer = load_tokenizer(sft_path, cfg.model)
+    datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "pairs", cfg.seed)
+    allowed = allowed_tokens(stages)
+    policy = load_causal_lm(sft_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
+    reference = build_reference(
+        algo.reference,
+        load=lambda: load_causal_lm(sft_path, cfg.model, tokenizer, trainable=False),
+        policy=policy,
+        used_in_training=algo.loss != DPOLoss.simpo,
+    )
+    if reference.precomputed:
+        attach_precomputed_reference(stages, datamodule, sft_path, reference)
+    evaluator = build_evaluator(stages, datamodule, tokenizer, reference)
+    module = DPOModule(policy, reference, algo, allowed, evaluator)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
+    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
+    write_artifacts(cfg, reference=sft_path, data=str(datamodule.cfg.path), policy=str(run_policy))
+
+
+# --------------------------------------------------------------------------- reward model
+def run_reward(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+    """Train a Bradley-Terry reward model from the SFT policy on the shared preference pairs."""
+    sft_path = stages.sft_policy()
+    tokenizer = load_tokenizer(sft_path, cfg.model)
+    datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "pairs", cfg.seed)
+    model = load_scalar_model(sft_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
+    module = RewardModelModule(model, cfg.algo)
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
+    if not trainer.is_global_zero:
+        return
+    run_model = Path(cfg.paths.output_dir) / "reward_model"
+    save_policy(module.reward_model, tokenizer, run_model)
+    cached = stages.cache.store(
+        "reward", stages.own_reward_key(), lambda tmp: link_or_copy_tree(run_model, tmp)
+    )
+    write_artifacts(
+        cfg, policy=sft_path, reward_model=str(run_model), cached_reward_model=str(cached)
+    )
+    log.info("reward model saved to %s (cached as %s)", run_model, cached)
+
+
+# ------------------------------------------------------------------------------------------ PPO
+def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+    """PPO-RLHF (learned reward) or PPO-GT (gold reward) from the SFT policy, on the prompts of
+    the shared preference pairs."""
+    algo: PPOConfig = cfg.algo
+    sft_path = stages.sft_policy()
+    tokenizer = load_tokenizer(sft_path, cfg.model)
+    reward_path = stages.reward_model() if algo.reward == RewardSource.learned else None
+    datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "prompts", cfg.seed)
+    policy_critic = build_policy_critic(
+        algo, cfg.model, cfg.peft, tokenizer, sft_path=sft_path, reward_model_path=reward_path
+    )
+    reward_fn = build_reward_fn(
+        algo, cfg.model, tokenizer, task=stages.task, reward_model_path=reward_path
+    )
+    task = stages.task
+    evaluator = build_evaluator(
+        stages,
+        datamodule,
+        tokenizer,
+        policy_critic.reference,
+        reward_model=reward_fn.model if isinstance(reward_fn, LearnedReward) else None,
+    )
+    module = PPOModule(
+        policy_critic,
+        reward_fn,
+        algo,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        max_new_tokens=task.config.max_response_length if task is not None else None,
+        allowed_token_ids=allowed_tokens(stages),
+        max_grad_norm=algo.max_grad_norm,
+        evaluator=evaluator,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
+    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
+    write_artifacts(cfg, reference=sft_path, reward_model=str(reward_path), policy=str(run_policy))
+
+
+Recipe = Callable[[TrainConfig, lightning.Trainer, Stages], None]
+RECIPES: dict[type, Recipe] = {
+    SFTConfig: run_sft,
+    DPOConfig: run_dpo,
+    RewardConfig: run_reward,
+    PPOConfig: run_ppo,
+}
+
+
+def run_recipe(cfg: TrainConfig, trainer: lightning.Trainer, overrides: Sequence[str]) -> None:
+    """Run the recipe of ``cfg.algo``'s family; ``overrides`` build its upstream stages."""
+    RECIPES[type(cfg.algo)](cfg, trainer, Stages(cfg, overrides))
