@@ -18,7 +18,7 @@ train/loss trajectories), and checks that copy and precomputed follow the same t
         --runs /tmp/rm/runs2
 
 Defaults: 100 DPO steps, 10 PPO iterations, batch 32, the evaluation callback off
-(``callbacks.evaluation=null``); the SFT stage runs at its own defaults with the same model.
+(``eval.enabled=false``); the SFT stage runs at its own defaults with the same model.
 """
 
 from __future__ import annotations

@@ -262,32 +262,20 @@ def preference_loss(
         raise ValueError(f"unknown loss_type {loss_type!r}; expected one of {LOSS_TYPES}")
     if loss_type in ("ipo", "simpo") and (chosen_lengths is None or rejected_lengths is None):
         raise ValueError(f"loss_type {loss_type!r} needs chosen_lengths and rejected_lengths")
+    lengths = dict(chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths)
     if loss_type == "simpo":
-        return simpo_loss(
-            policy_chosen_logps,
-            policy_rejected_logps,
-            beta=beta,
-            gamma=simpo_gamma,
-            chosen_lengths=chosen_lengths,
-            rejected_lengths=rejected_lengths,
-            label_smoothing=label_smoothing,
-        )
+        return simpo_loss(policy_chosen_logps, policy_rejected_logps, beta=beta,
+                          gamma=simpo_gamma, label_smoothing=label_smoothing, **lengths)
     if reference_chosen_logps is None or reference_rejected_logps is None:
         raise ValueError(f"loss_type {loss_type!r} needs reference log-probs (only simpo does not)")
-    logps = (
-        policy_chosen_logps,
-        policy_rejected_logps,
-        reference_chosen_logps,
-        reference_rejected_logps,
-    )
+    logps = (policy_chosen_logps, policy_rejected_logps, reference_chosen_logps,
+             reference_rejected_logps)
     if loss_type == "sigmoid":
         return sigmoid_loss(*logps, beta=beta, label_smoothing=label_smoothing)
     if loss_type == "robust":
         return robust_loss(*logps, beta=beta, label_smoothing=label_smoothing)
     if loss_type == "ipo":
-        return ipo_loss(
-            *logps, beta=beta, chosen_lengths=chosen_lengths, rejected_lengths=rejected_lengths
-        )
+        return ipo_loss(*logps, beta=beta, **lengths)
     return hinge_loss(*logps, beta=beta)
 
 

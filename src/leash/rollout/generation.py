@@ -73,23 +73,17 @@ def generate(
         response_ids (B, T) padded with ``pad_token_id`` after EOS, and response_mask (B, T) with
         1 on real tokens, EOS included; T <= max_new_tokens is the longest response.
     """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    if max_new_tokens <= 0:
-        raise ValueError(f"max_new_tokens must be > 0, got {max_new_tokens}")
+    if temperature <= 0 or max_new_tokens <= 0:
+        raise ValueError(f"temperature and max_new_tokens must be > 0, got {temperature}, "
+                         f"{max_new_tokens}")
     cache_keyword = _cache_keyword(model)
-    batch = input_ids.shape[0]
     positions = positions_from_mask(attention_mask)
-    finished = torch.zeros(batch, dtype=torch.bool, device=input_ids.device)
+    finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     tokens: list[torch.Tensor] = []
     masks: list[torch.Tensor] = []
     with evaluating(model):
-        output = model(
-            input_ids=input_ids,
-            attention_mask=attention_mask,
-            position_ids=positions,
-            use_cache=True,
-        )
+        output = model(input_ids=input_ids, attention_mask=attention_mask,
+                       position_ids=positions, use_cache=True)
         next_position = positions[:, -1:] + 1
         for step in range(max_new_tokens):
             logits = restrict_logits(output.logits[:, -1, :], allowed_token_ids)
@@ -101,13 +95,9 @@ def generate(
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
             attention_mask = torch.cat([attention_mask, torch.ones_like(attention_mask[:, :1])], 1)
-            output = model(
-                input_ids=token[:, None],
-                attention_mask=attention_mask,
-                position_ids=next_position,
-                use_cache=True,
-                **{cache_keyword: getattr(output, cache_keyword)},
-            )
+            cache = {cache_keyword: getattr(output, cache_keyword)}
+            output = model(input_ids=token[:, None], attention_mask=attention_mask,
+                           position_ids=next_position, use_cache=True, **cache)
             next_position = next_position + 1
     return torch.stack(tokens, dim=1), torch.stack(masks, dim=1).long()
 
