@@ -8,8 +8,10 @@ Accepted formats (``DataConfig.format``; ``auto`` detects from the columns and t
   ``"\\n\\nAssistant:"`` marker inside the common prefix. The prompt ends with that marker; the
   responses are the rest of each text.
 - **conversational**: lists of ``{role, content}`` messages, either explicit (``prompt`` messages,
-  ``chosen`` / ``rejected`` holding one assistant message) or implicit (full conversations that
-  share every message but the last, which is the assistant's answer).
+  ``chosen`` / ``rejected`` holding one assistant message) or whole conversations that share
+  every message but the last, which is the assistant's answer. A ``prompt`` beside whole
+  conversations that is not a list of messages (``ultrafeedback_binarized`` repeats the last user
+  turn there as a string) is not read: the conversations hold the prompt.
 - **SFT corpus**: ``prompt`` + ``response`` (strings or messages). A source with a ``response``
   column and no ``chosen`` column is an SFT corpus whatever ``format`` says (``format`` describes
   preference rows).
@@ -138,8 +140,9 @@ def normalise(
     """
     if kind == RowKind.sft:
         return _sft_row(raw, tokenizer)
-    has_prompt = kind == RowKind.explicit or (kind == RowKind.conversational and "prompt" in raw)
-    fields = ("prompt", "chosen", "rejected") if has_prompt else ("chosen", "rejected")
+    fields = (
+        ("prompt", "chosen", "rejected") if kind == RowKind.explicit else ("chosen", "rejected")
+    )
     if any(raw.get(name) is None for name in fields):
         return BadReason.missing_field
     scores, ended = _scores(raw), _ended(raw, "chosen_ended", "rejected_ended")
@@ -247,11 +250,12 @@ def _sft_row(raw: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> SFTR
 def _conversational_pair(
     raw: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase
 ) -> tuple[str, ...] | BadReason:
-    """Explicit (prompt messages + one answer each) or implicit (shared leading messages)."""
+    """Explicit (prompt messages + one answer each) or whole conversations (shared leading
+    messages; a ``prompt`` that is not a list of messages is then not read)."""
     chosen, rejected = raw["chosen"], raw["rejected"]
     if not isinstance(chosen, list) or not isinstance(rejected, list):
         return BadReason.unparseable
-    if "prompt" in raw:
+    if isinstance(raw.get("prompt"), list):
         return _render(raw["prompt"], [chosen, rejected], tokenizer)
     if not chosen or not rejected or chosen[:-1] != rejected[:-1]:
         return BadReason.unparseable
