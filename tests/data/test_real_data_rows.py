@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 import tokenizer_zoo
-from leash.data.formats import RowKind
+from leash.data.formats import BadReason, RowKind, split_implicit
 
 
 def message(role: str, content: str) -> dict[str, str]:
@@ -62,3 +62,58 @@ def test_ultrafeedback_rows_split_at_the_final_assistant_message(tmp_path):
         assert tokenizer.decode(row.chosen_ids) == raw["chosen"][-1]["content"] + "<|im_end|>"
         assert tokenizer.decode(row.rejected_ids) == raw["rejected"][-1]["content"] + "<|im_end|>"
     assert pairs[3].prompt.startswith("<|im_start|>user\nHello<|im_end|>\n<|im_start|>assistant\n")
+
+
+def test_ultrafeedback_rows_whose_conversations_disagree_are_bad(tmp_path):
+    tokenizer = tokenizer_zoo.chatml_like()
+    turns = [message("user", "Why is the sky blue?")]
+    good = [
+        ultrafeedback_row(k, [message("user", f"Question {k}?")], "Yes.", "No.") for k in range(4)
+    ]
+    diverges = ultrafeedback_row(4, turns, "Yes.", "No.")
+    diverges["rejected"][0] = message("user", "Why is the sea blue?")
+    ends_with_user = ultrafeedback_row(5, turns, "Yes.", "No.")
+    ends_with_user["chosen"][-1] = message("user", "Yes.")
+    module = tokenizer_zoo.data_module(tokenizer, [*good, diverges, ends_with_user], tmp_path)
+    assert [row.source_index for row in all_pairs(module)] == [0, 1, 2, 3]
+    assert module.bad_rows.count(BadReason.unparseable) == 1
+    assert module.bad_rows.count(BadReason("diverges_before_last_turn")) == 1
+
+
+# -------------------------------------------------------------------------------- HH-RLHF
+def hh(*turns: str) -> str:
+    """HH-RLHF text: alternating Human / Assistant turns."""
+    names = ("Human", "Assistant")
+    return "".join(f"\n\n{names[k % 2]}: {turn}" for k, turn in enumerate(turns))
+
+
+def test_hh_rows_that_diverge_before_the_last_turn_are_counted_not_kept(tmp_path):
+    tokenizer = tokenizer_zoo.gpt2_pad_eos()
+    good = [
+        {
+            "chosen": hh(f"Question {k}?", "A helpful answer."),
+            "rejected": hh(f"Question {k}?", "No."),
+        }
+        for k in range(4)
+    ]
+    diverges = {
+        "chosen": hh("Hi", "Hello, how can I help?", "Why is the sky blue?", "Scattering."),
+        "rejected": hh("Hi", "Go away.", "Why is the sky blue?", "No idea."),
+    }
+    module = tokenizer_zoo.data_module(tokenizer, [*good, diverges], tmp_path)
+    assert module.kind == RowKind.implicit
+    pairs = all_pairs(module)
+    for row in pairs:
+        for ids in (row.chosen_ids, row.rejected_ids):
+            assert "Human:" not in tokenizer.decode(ids)
+    assert [row.source_index for row in pairs] == [0, 1, 2, 3]
+    assert module.bad_rows.count(BadReason("diverges_before_last_turn")) == 1
+    assert split_implicit(diverges["chosen"], diverges["rejected"]) == (
+        BadReason("diverges_before_last_turn")
+    )
+    # Diverging inside the final assistant turn is the normal case.
+    assert split_implicit(hh("Hi", "Hello", "Why?", "Yes."), hh("Hi", "Hello", "Why?", "No.")) == (
+        hh("Hi", "Hello", "Why?") + "\n\nAssistant:",
+        " Yes.",
+        " No.",
+    )

@@ -6,10 +6,12 @@ Accepted formats (``DataConfig.format``; ``auto`` detects from the columns and t
 - **implicit** (HH-RLHF): ``chosen`` / ``rejected`` full texts sharing a prefix. The split point
   is the longest common prefix backed off to a turn boundary: the end of the last
   ``"\\n\\nAssistant:"`` marker inside the common prefix. The prompt ends with that marker; the
-  responses are the rest of each text.
+  responses are the rest of each text, which must hold no further turn marker (texts that
+  diverge in an earlier turn are ``diverges_before_last_turn``).
 - **conversational**: lists of ``{role, content}`` messages, either explicit (``prompt`` messages,
   ``chosen`` / ``rejected`` holding one assistant message) or whole conversations that share
-  every message but the last, which is the assistant's answer. A ``prompt`` beside whole
+  every message but the last, which is the assistant's answer (otherwise
+  ``diverges_before_last_turn``). A ``prompt`` beside whole
   conversations that is not a list of messages (``ultrafeedback_binarized`` repeats the last user
   turn there as a string) is not read: the conversations hold the prompt.
 - **SFT corpus**: ``prompt`` + ``response`` (strings or messages). A source with a ``response``
@@ -47,6 +49,9 @@ from leash.config import RowFormat
 ASSISTANT_MARKER = "\n\nAssistant:"
 """HH-RLHF turn marker: an implicit prompt ends right after the last one it shares."""
 
+TURN_MARKERS = ("\n\nHuman:", ASSISTANT_MARKER)
+"""HH-RLHF turn markers: a response that holds one is not the final turn alone."""
+
 
 class BadReason(str, Enum):
     """Why a row was not kept; every dropped row has exactly one."""
@@ -57,6 +62,8 @@ class BadReason(str, Enum):
     empty_response = "empty_response"
     identical_responses = "identical_responses"
     over_length = "over_length"
+    diverges_before_last_turn = "diverges_before_last_turn"
+    """chosen and rejected differ before the final assistant turn: not one prompt, two answers."""
 
 
 class RowKind(str, Enum):
@@ -168,7 +175,8 @@ def split_implicit(chosen: str, rejected: str) -> tuple[str, str, str] | BadReas
     """Split two full texts into (prompt, chosen response, rejected response).
 
     The prompt is the longest common prefix backed off to the end of the last ``ASSISTANT_MARKER``
-    that lies wholly inside it; ``unparseable`` when the common prefix holds no marker.
+    that lies wholly inside it; ``unparseable`` when the common prefix holds no marker, and
+    ``diverges_before_last_turn`` when a response still holds a turn marker.
     """
     common = 0
     for left, right in zip(chosen, rejected, strict=False):
@@ -179,7 +187,10 @@ def split_implicit(chosen: str, rejected: str) -> tuple[str, str, str] | BadReas
     if start < 0:
         return BadReason.unparseable
     end = start + len(ASSISTANT_MARKER)
-    return chosen[:end], chosen[end:], rejected[end:]
+    responses = chosen[end:], rejected[end:]
+    if any(marker in text for text in responses for marker in TURN_MARKERS):
+        return BadReason.diverges_before_last_turn
+    return chosen[:end], *responses
 
 
 def check_texts(
@@ -257,8 +268,10 @@ def _conversational_pair(
         return BadReason.unparseable
     if isinstance(raw.get("prompt"), list):
         return _render(raw["prompt"], [chosen, rejected], tokenizer)
-    if not chosen or not rejected or chosen[:-1] != rejected[:-1]:
+    if not chosen or not rejected:
         return BadReason.unparseable
+    if chosen[:-1] != rejected[:-1]:
+        return BadReason.diverges_before_last_turn
     return _render(chosen[:-1], [chosen[-1:], rejected[-1:]], tokenizer)
 
 
