@@ -264,6 +264,7 @@ def _defect_rows() -> list[dict[str, Any]]:
             "chosen": [_message("user", "hi"), _message("assistant", "yes")],
             "rejected": [_message("user", "why"), _message("assistant", "no")],
         },
+        row("hi", "yes", "no", role="wizard"),  # unknown_role
     ]
 
 

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 import tokenizer_zoo
+from leash.config import BadRows
 from leash.data.formats import BadReason, RowKind, split_implicit
 
 
@@ -117,3 +120,18 @@ def test_hh_rows_that_diverge_before_the_last_turn_are_counted_not_kept(tmp_path
         " Yes.",
         " No.",
     )
+
+
+# ----------------------------------------------------------------------------- chat roles
+def test_unknown_chat_role_is_a_bad_row(tmp_path):
+    tokenizer = tokenizer_zoo.chatml_like()
+    rows = [
+        {"prompt": [message("system", "Be brief."), message("user", f"Question {k}?")],
+         "chosen": [message("assistant", "Yes.")], "rejected": [message("assistant", "No.")]}
+        for k in range(4)
+    ]  # fmt: skip
+    rows.append({**rows[0], "prompt": [message("wizard", "Cast a spell."), *rows[0]["prompt"]]})
+    module = tokenizer_zoo.data_module(tokenizer, rows, tmp_path)
+    assert [row.source_index for row in all_pairs(module)] == [0, 1, 2, 3]
+    with pytest.raises(ValueError, match="unknown_role=1"):
+        tokenizer_zoo.data_module(tokenizer, rows, tmp_path, bad_rows=BadRows.error)

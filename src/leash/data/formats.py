@@ -8,7 +8,8 @@ Accepted formats (``DataConfig.format``; ``auto`` detects from the columns and t
   ``"\\n\\nAssistant:"`` marker inside the common prefix. The prompt ends with that marker; the
   responses are the rest of each text, which must hold no further turn marker (texts that
   diverge in an earlier turn are ``diverges_before_last_turn``).
-- **conversational**: lists of ``{role, content}`` messages, either explicit (``prompt`` messages,
+- **conversational**: lists of ``{role, content}`` messages (roles ``system``, ``user`` and
+  ``assistant``; any other is ``unknown_role``), either explicit (``prompt`` messages,
   ``chosen`` / ``rejected`` holding one assistant message) or whole conversations that share
   every message but the last, which is the assistant's answer (otherwise
   ``diverges_before_last_turn``). A ``prompt`` beside whole
@@ -52,6 +53,9 @@ ASSISTANT_MARKER = "\n\nAssistant:"
 TURN_MARKERS = ("\n\nHuman:", ASSISTANT_MARKER)
 """HH-RLHF turn markers: a response that holds one is not the final turn alone."""
 
+ROLES = frozenset({"system", "user", "assistant"})
+"""The chat roles a conversational row may use."""
+
 
 class BadReason(str, Enum):
     """Why a row was not kept; every dropped row has exactly one."""
@@ -64,6 +68,8 @@ class BadReason(str, Enum):
     over_length = "over_length"
     diverges_before_last_turn = "diverges_before_last_turn"
     """chosen and rejected differ before the final assistant turn: not one prompt, two answers."""
+    unknown_role = "unknown_role"
+    """A chat message whose role is not one of ``ROLES``."""
 
 
 class RowKind(str, Enum):
@@ -282,16 +288,12 @@ def _render(
 
     Each answer is a list holding exactly one assistant message (or that message itself).
     """
-    if not isinstance(prompt, list) or not all(_is_message(message) for message in prompt):
-        return BadReason.unparseable
-    if not prompt or not any(str(message["content"]).strip() for message in prompt):
-        return BadReason.empty_prompt
-    messages = []
-    for answer in answers:
-        message = answer[0] if isinstance(answer, list) and len(answer) == 1 else answer
-        if not _is_message(message) or message["role"] != "assistant":
-            return BadReason.unparseable
-        messages.append(message)
+    messages = [
+        answer[0] if isinstance(answer, list) and len(answer) == 1 else answer for answer in answers
+    ]
+    problem = _check_messages(prompt, messages)
+    if problem is not None:
+        return problem
     prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     texts = [prompt_text]
     for message in messages:
@@ -300,6 +302,19 @@ def _render(
             return BadReason.unparseable
         texts.append(message["content"])
     return tuple(texts)
+
+
+def _check_messages(prompt: Any, answers: Sequence[Any]) -> BadReason | None:
+    """Checks of the prompt messages and the answer messages, before anything is rendered."""
+    if not isinstance(prompt, list) or not all(_is_message(m) for m in [*prompt, *answers]):
+        return BadReason.unparseable
+    if any(message["role"] not in ROLES for message in [*prompt, *answers]):
+        return BadReason.unknown_role
+    if any(message["role"] != "assistant" for message in answers):
+        return BadReason.unparseable
+    if not any(message["content"].strip() for message in prompt):
+        return BadReason.empty_prompt
+    return None
 
 
 def _is_message(message: Any) -> bool:
