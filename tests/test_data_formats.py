@@ -265,6 +265,7 @@ def _defect_rows() -> list[dict[str, Any]]:
             "rejected": [_message("user", "why"), _message("assistant", "no")],
         },
         row("hi", "yes", "no", role="wizard"),  # unknown_role
+        row("hi <|eos|>", "yes", "no"),  # special_token_text: a prompt message holds the EOS text
     ]
 
 

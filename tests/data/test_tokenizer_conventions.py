@@ -1,4 +1,5 @@
-"""The data path under real tokenizers' conventions: pad = EOS, a prepended BOS, ChatML turns.
+"""The data path under real tokenizers' conventions: pad = EOS, a prepended BOS, ChatML turns,
+and special-token text that occurs inside the data itself.
 
 Expectations are built from the tokenizer's own pieces (its ids for BOS/EOS, its rendering of
 the chat template) and checked token by token or by decoding.
@@ -13,8 +14,10 @@ from transformers import AutoTokenizer
 
 import tokenizer_zoo
 from leash.config import ModelConfig
+from leash.data.formats import BadReason
 from leash.data.types import IGNORE_INDEX
 from leash.models.factory import load_tokenizer
+from leash.models.tokenizers import build_byte_tokenizer
 
 PROMPT = "\n\nHuman: {}\n\nAssistant:"
 QUESTIONS = [
@@ -182,3 +185,48 @@ def test_chatml_prompt_response_split_is_exact(tmp_path):
             )
             full = tokenizer.apply_chat_template([*raw["prompt"], answer], tokenize=False)
             assert full == tokenizer.decode(row.prompt_ids + response) + "\n"
+
+
+# ------------------------------------------------------------------- special-token text
+@pytest.mark.parametrize(
+    ("build", "literal"),
+    [(tokenizer_zoo.gpt2_like, "<|endoftext|>"), (build_byte_tokenizer, "<|eos|>"),
+     (build_byte_tokenizer, "<|bos|>")],
+)  # fmt: skip
+def test_special_token_text_in_data_is_plain_text(build, literal, tmp_path):
+    tokenizer = build()
+    rows = explicit_rows()
+    rows[0] = {"prompt": PROMPT.format(f"What does {literal} mean?"),
+               "chosen": f" It is {literal} written out.", "rejected": f"{literal}"}  # fmt: skip
+    rows[1] = {**rows[1], "prompt": literal + rows[1]["prompt"]}
+    pairs = tokenizer_zoo.data_module(tokenizer, rows, tmp_path)
+    specials = set(tokenizer.all_special_ids)
+    kept = {row.source_index: row for row in pairs.pairs("train") + pairs.pairs("eval")}
+    assert sorted(kept) == list(range(len(rows)))
+    bos = [tokenizer.bos_token_id] if tokenizer("x").input_ids[0] == tokenizer.bos_token_id else []
+    for index in (0, 1):
+        row, raw = kept[index], rows[index]
+        assert row.prompt_ids[: len(bos)] == bos
+        assert not specials & set(row.prompt_ids[len(bos) :])
+        assert tokenizer.decode(row.prompt_ids[len(bos) :]) == raw["prompt"]
+        for side in ("chosen", "rejected"):
+            response = getattr(row, f"{side}_ids")
+            assert response[-1] == tokenizer.eos_token_id
+            assert not specials & set(response[:-1])
+            assert tokenizer.decode(response[:-1]) == raw[side]
+
+
+def test_special_token_text_in_chat_messages(tmp_path):
+    """An answer is plain text; a prompt message cannot be: its rendering mixes the template's
+    own special tokens with the content, so such a row is dropped as ``special_token_text``."""
+    tokenizer = tokenizer_zoo.chatml_like()
+    rows = chatml_rows()
+    rows[0]["chosen"] = [message("assistant", "Write <|im_end|> to stop.")]
+    rows[1]["prompt"][-1] = message("user", "What does <|im_start|> mean?")
+    pairs = tokenizer_zoo.data_module(tokenizer, rows, tmp_path)
+    kept = {row.source_index: row for row in pairs.pairs("train") + pairs.pairs("eval")}
+    response = kept[0].chosen_ids
+    assert response.count(tokenizer.eos_token_id) == 1 and response[-1] == tokenizer.eos_token_id
+    assert tokenizer.decode(response) == "Write <|im_end|> to stop.<|im_end|>"
+    assert sorted(kept) == [0, 2, 3]
+    assert pairs.bad_rows.count(BadReason("special_token_text")) == 1

@@ -6,6 +6,10 @@ prompt that already starts with the BOS text is encoded without adding another),
 ``response_ids = tokenizer(response, add_special_tokens=False) + [eos]`` (no EOS for a response
 whose ``ended`` flag is False: it was cut at a length limit).
 
+Data text (every response, and every prompt but a rendered chat prompt) is tokenised with
+``split_special_tokens=True``: a literal ``<|endoftext|>`` in it is text, never the special token,
+so the only special tokens of a row are its BOS, the template's own and the EOS appended here.
+
 Budgets: ``max_prompt_length`` tokens of prompt and ``max_length`` tokens of prompt + response.
 ``truncate_prompt_left`` keeps the prompt's last tokens (and its leading BOS, when it has one),
 then cuts the right end of a response that is still over (a cut response has no EOS); ``drop``
@@ -174,7 +178,7 @@ class RowEncoder:
         for source_index, row in items:
             if isinstance(row, BadReason):
                 report.add(row, source_index)
-        prompts = self.tokenize_prompts([row.prompt for _, row in good])
+        prompts = self.tokenize_prompts([row for _, row in good])
         responses = self._tokenize_responses([row for _, row in good])
         kept: list[EncodedRow] = []
         for (source_index, row), prompt_ids, response_ids in zip(
@@ -188,28 +192,44 @@ class RowEncoder:
         report.rows_kept = len(kept)
         return kept, report
 
-    def tokenize_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Prompt ids with the tokenizer's special tokens (none added before an existing BOS)."""
+    def tokenize_prompts(self, rows: Sequence[NormalisedRow]) -> list[list[int]]:
+        """The prompt ids of ``rows``, with the tokenizer's special tokens (e.g. a BOS)."""
+        modes = [self._prompt_mode(row) for row in rows]
+        encoded = {}
+        for mode in set(modes):
+            texts = [row.prompt for row, m in zip(rows, modes, strict=True) if m == mode]
+            encoded[mode] = iter(self._tokenize(texts, *mode))
+        return [next(encoded[mode]) for mode in modes]
+
+    def _prompt_mode(self, row: NormalisedRow) -> tuple[bool, bool]:
+        """(add special tokens, split special-token text) for a row's prompt.
+
+        Data text is split; a rendered chat prompt keeps the template's special tokens, and gets
+        no BOS added when the template already wrote one.
+        """
+        if not row.templated:
+            return True, True
         bos_text = self.tokenizer.bos_token
-        has_bos = [bool(bos_text) and text.startswith(bos_text) for text in prompts]
-        pairs = list(zip(prompts, has_bos, strict=True))
-        plain = iter(self._tokenize([text for text, bos in pairs if not bos], True))
-        marked = iter(self._tokenize([text for text, bos in pairs if bos], False))
-        return [next(marked) if bos else next(plain) for bos in has_bos]
+        return not (bos_text and row.prompt.startswith(bos_text)), False
 
     def _tokenize_responses(self, rows: Sequence[NormalisedRow]) -> list[list[list[int]]]:
         """Per row, the ids of each response followed by EOS (unless it was cut)."""
         responses = [_responses(row) for row in rows]
-        flat = iter(self._tokenize([text for pairs in responses for text, _ in pairs], False))
+        flat = iter(self._tokenize([text for pairs in responses for text, _ in pairs], False, True))
         return [
             [next(flat) + ([] if ended is False else [self.eos_id]) for _, ended in pairs]
             for pairs in responses
         ]
 
-    def _tokenize(self, texts: Sequence[str], special: bool) -> list[list[int]]:
+    def _tokenize(self, texts: Sequence[str], special: bool, split: bool) -> list[list[int]]:
+        """Ids of ``texts``: ``special`` adds the tokenizer's special tokens, ``split`` reads
+        special-token text as plain text."""
         if not texts:
             return []
-        return list(self.tokenizer(list(texts), add_special_tokens=special)["input_ids"])
+        encoded = self.tokenizer(
+            list(texts), add_special_tokens=special, split_special_tokens=split
+        )
+        return list(encoded["input_ids"])
 
     def fit(
         self, prompt_ids: list[int], responses: list[list[int]]

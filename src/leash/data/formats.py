@@ -26,6 +26,12 @@ full conversation must start with prompt text + content, otherwise the row is ``
 Whatever the template writes after the content (its end-of-turn text) is *not* part of the
 response: the encoder appends the tokenizer's EOS instead, which is what a policy emits to stop.
 
+Special-token text in data (a literal ``<|endoftext|>`` in a prompt or response) is plain text:
+the encoder tokenises data text so that it never becomes a special token. A rendered chat prompt
+is the exception (``templated``): its special-token text is the template's own and must stay
+special, so a prompt message whose content holds special-token text cannot be encoded
+faithfully and is ``special_token_text``.
+
 End of response: the encoder appends EOS to every response, except where an ``ended`` column
 (``chosen_ended`` / ``rejected_ended``, or ``ended`` in an SFT corpus) is False: such a response
 was cut at a length limit and must not get one. Where that column is True, an empty text is a
@@ -70,6 +76,8 @@ class BadReason(str, Enum):
     """chosen and rejected differ before the final assistant turn: not one prompt, two answers."""
     unknown_role = "unknown_role"
     """A chat message whose role is not one of ``ROLES``."""
+    special_token_text = "special_token_text"
+    """A chat prompt message holds the text of a special token (see the module docstring)."""
 
 
 class RowKind(str, Enum):
@@ -108,6 +116,8 @@ class PreferenceRow:
     chosen_ended: bool | None = None
     """False: the response was cut and gets no EOS; None: no such column (EOS appended)."""
     rejected_ended: bool | None = None
+    templated: bool = False
+    """True: the prompt is chat-template output, whose special-token text is the template's."""
 
 
 @dataclass(frozen=True)
@@ -118,6 +128,8 @@ class SFTRow:
     response: str
     ended: bool | None = None
     """False: the response was cut and gets no EOS; None: no such column (EOS appended)."""
+    templated: bool = False
+    """True: the prompt is chat-template output, whose special-token text is the template's."""
 
 
 NormalisedRow = PreferenceRow | SFTRow
@@ -174,7 +186,8 @@ def normalise(
     problem = check_texts(prompt, (chosen, rejected), ended)
     if problem is not None:
         return problem
-    return PreferenceRow(prompt, chosen, rejected, scores, *ended)
+    templated = kind == RowKind.conversational
+    return PreferenceRow(prompt, chosen, rejected, scores, *ended, templated=templated)
 
 
 def split_implicit(chosen: str, rejected: str) -> tuple[str, str, str] | BadReason:
@@ -260,7 +273,9 @@ def _sft_row(raw: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> SFTR
     if isinstance(parts, BadReason):
         return parts
     problem = check_texts(parts[0], parts[1:], ended)
-    return problem if problem is not None else SFTRow(parts[0], parts[1], *ended)
+    if problem is not None:
+        return problem
+    return SFTRow(parts[0], parts[1], *ended, templated=isinstance(prompt, list))
 
 
 # ------------------------------------------------------------------------- conversational
@@ -291,7 +306,7 @@ def _render(
     messages = [
         answer[0] if isinstance(answer, list) and len(answer) == 1 else answer for answer in answers
     ]
-    problem = _check_messages(prompt, messages)
+    problem = _check_messages(prompt, messages, tokenizer.all_special_tokens)
     if problem is not None:
         return problem
     prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
@@ -304,8 +319,13 @@ def _render(
     return tuple(texts)
 
 
-def _check_messages(prompt: Any, answers: Sequence[Any]) -> BadReason | None:
-    """Checks of the prompt messages and the answer messages, before anything is rendered."""
+def _check_messages(
+    prompt: Any, answers: Sequence[Any], specials: Sequence[str]
+) -> BadReason | None:
+    """Checks of the prompt messages and the answer messages, before anything is rendered.
+
+    ``specials`` are the tokenizer's special-token texts, which no prompt message may hold.
+    """
     if not isinstance(prompt, list) or not all(_is_message(m) for m in [*prompt, *answers]):
         return BadReason.unparseable
     if any(message["role"] not in ROLES for message in [*prompt, *answers]):
@@ -314,6 +334,8 @@ def _check_messages(prompt: Any, answers: Sequence[Any]) -> BadReason | None:
         return BadReason.unparseable
     if not any(message["content"].strip() for message in prompt):
         return BadReason.empty_prompt
+    if any(token in message["content"] for message in prompt for token in specials):
+        return BadReason.special_token_text
     return None
 
 
