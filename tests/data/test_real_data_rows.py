@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import tokenizer_zoo
-from leash.config import BadRows
+from leash.config import BadRows, Truncation
 from leash.data.formats import BadReason, RowKind, split_implicit
 
 
@@ -120,6 +120,36 @@ def test_hh_rows_that_diverge_before_the_last_turn_are_counted_not_kept(tmp_path
         " Yes.",
         " No.",
     )
+
+
+# ------------------------------------------------------------------------- carved eval split
+@pytest.mark.parametrize("seed", range(4))
+def test_bad_rows_take_no_eval_slots_and_are_still_reported(seed, tmp_path):
+    """4 good prompts (2 pairs each) and 12 bad rows; 25% of the good prompts are held out."""
+    good = [
+        {"prompt": f"Question {k}?", "chosen": f" Answer {j}.", "rejected": " No."}
+        for k in range(4)
+        for j in range(2)
+    ]
+    missing = [{"prompt": f"Lost {k}?", "chosen": None, "rejected": " No."} for k in range(6)]
+    too_long = [
+        {"prompt": f"Long {k}: " + "words " * 40, "chosen": " Yes.", "rejected": " No."}
+        for k in range(6)
+    ]
+    module = tokenizer_zoo.data_module(
+        tokenizer_zoo.gpt2_pad_eos(),
+        [*good, *missing, *too_long],
+        tmp_path,
+        seed=seed,
+        truncation=Truncation.drop,
+        max_prompt_length=16,
+    )
+    train, evals = module.bad_rows.splits
+    assert evals.rows_read == evals.rows_kept == 2  # one held-out prompt, both of its pairs
+    assert len(module.eval_prompts()) == 1 and len(module.train_prompts()) == 3
+    assert train.rows_kept == 6
+    assert module.bad_rows.count(BadReason.missing_field) == 6
+    assert module.bad_rows.count(BadReason.over_length) == 6
 
 
 # ----------------------------------------------------------------------------- chat roles
