@@ -80,7 +80,7 @@ def test_ultrafeedback_rows_whose_conversations_disagree_are_bad(tmp_path):
     module = tokenizer_zoo.data_module(tokenizer, [*good, diverges, ends_with_user], tmp_path)
     assert [row.source_index for row in all_pairs(module)] == [0, 1, 2, 3]
     assert module.bad_rows.count(BadReason.unparseable) == 1
-    assert module.bad_rows.count(BadReason("diverges_before_last_turn")) == 1
+    assert module.bad_rows.count(BadReason.diverges_before_last_turn) == 1
 
 
 # -------------------------------------------------------------------------------- HH-RLHF
@@ -110,9 +110,9 @@ def test_hh_rows_that_diverge_before_the_last_turn_are_counted_not_kept(tmp_path
         for ids in (row.chosen_ids, row.rejected_ids):
             assert "Human:" not in tokenizer.decode(ids)
     assert [row.source_index for row in pairs] == [0, 1, 2, 3]
-    assert module.bad_rows.count(BadReason("diverges_before_last_turn")) == 1
+    assert module.bad_rows.count(BadReason.diverges_before_last_turn) == 1
     assert split_implicit(diverges["chosen"], diverges["rejected"]) == (
-        BadReason("diverges_before_last_turn")
+        BadReason.diverges_before_last_turn
     )
     # Diverging inside the final assistant turn is the normal case.
     assert split_implicit(hh("Hi", "Hello", "Why?", "Yes."), hh("Hi", "Hello", "Why?", "No.")) == (
@@ -147,7 +147,7 @@ def test_bad_rows_take_no_eval_slots_and_are_still_reported(seed, tmp_path):
     train, evals = module.bad_rows.splits
     assert evals.rows_read == evals.rows_kept == 2  # one held-out prompt, both of its pairs
     assert len(module.eval_prompts()) == 1 and len(module.train_prompts()) == 3
-    assert train.rows_kept == 6
+    assert (train.rows_read, train.rows_kept) == (18, 6)  # the 12 bad rows are counted in train
     assert module.bad_rows.count(BadReason.missing_field) == 6
     assert module.bad_rows.count(BadReason.over_length) == 6
 
@@ -163,5 +163,6 @@ def test_unknown_chat_role_is_a_bad_row(tmp_path):
     rows.append({**rows[0], "prompt": [message("wizard", "Cast a spell."), *rows[0]["prompt"]]})
     module = tokenizer_zoo.data_module(tokenizer, rows, tmp_path)
     assert [row.source_index for row in all_pairs(module)] == [0, 1, 2, 3]
+    assert module.bad_rows.count(BadReason.unknown_role) == 1
     with pytest.raises(ValueError, match="unknown_role=1"):
         tokenizer_zoo.data_module(tokenizer, rows, tmp_path, bad_rows=BadRows.error)

@@ -12,9 +12,9 @@ Accepted formats (``DataConfig.format``; ``auto`` detects from the columns and t
   ``assistant``; any other is ``unknown_role``), either explicit (``prompt`` messages,
   ``chosen`` / ``rejected`` holding one assistant message) or whole conversations that share
   every message but the last, which is the assistant's answer (otherwise
-  ``diverges_before_last_turn``). A ``prompt`` beside whole
-  conversations that is not a list of messages (``ultrafeedback_binarized`` repeats the last user
-  turn there as a string) is not read: the conversations hold the prompt.
+  ``diverges_before_last_turn``). A ``prompt`` beside whole conversations that is not a list of
+  messages (``ultrafeedback_binarized`` repeats the last user turn there as a string) is not
+  read: the conversations hold the prompt.
 - **SFT corpus**: ``prompt`` + ``response`` (strings or messages). A source with a ``response``
   column and no ``chosen`` column is an SFT corpus whatever ``format`` says (``format`` describes
   preference rows).
