@@ -240,7 +240,7 @@ def test_ended_flags_decide_the_eos(tok, tmp_path):
 
 # --------------------------------------------------------------------------------- bad rows
 def _defect_rows() -> list[dict[str, Any]]:
-    """Conversational rows: ten good ones, then one row per defect in BadReason order (10..15)."""
+    """Conversational rows: ten good ones, then one row per defect in BadReason order (10...)."""
 
     def row(prompt: str, chosen: str | None, rejected: str, role: str = "assistant") -> dict:
         return {
@@ -259,6 +259,13 @@ def _defect_rows() -> list[dict[str, Any]]:
         row("hi", "yes", "  "),  # empty_response
         row("hi", "yes", "yes"),  # identical_responses
         row(long, "yes", "no"),  # over_length (drop policy)
+        {  # diverges_before_last_turn: whole conversations that differ in the user turn
+            "prompt": None,
+            "chosen": [_message("user", "hi"), _message("assistant", "yes")],
+            "rejected": [_message("user", "why"), _message("assistant", "no")],
+        },
+        row("hi", "yes", "no", role="wizard"),  # unknown_role
+        row("hi <|eos|>", "yes", "no"),  # special_token_text: a prompt message holds the EOS text
     ]
 
 
@@ -266,14 +273,14 @@ def test_one_row_per_defect_gives_one_count_per_reason(tok, tmp_path, caplog):
     path = write_jsonl(tmp_path / "defects.jsonl", _defect_rows())
     with caplog.at_level(logging.INFO, logger="leash.data"):
         module = load(tok, path, truncation=Truncation.drop, max_prompt_length=8, max_length=12)
-    assert "skipping 6 bad rows" in caplog.text
+    assert f"skipping {len(BadReason)} bad rows" in caplog.text
     assert "train: kept" in caplog.text and "eval: kept" in caplog.text
     report = module.bad_rows
     for reason in BadReason:
         assert report.count(reason) == 1, reason
-    assert report.total == 6
+    assert report.total == len(BadReason)
     assert sum(s.rows_kept for s in report.splits) == 10
-    assert sum(s.rows_read for s in report.splits) == 16
+    assert sum(s.rows_read for s in report.splits) == 10 + len(BadReason)
     first_rows = {reason: s.first_index[reason] for s in report.splits for reason in s.counts}
     assert first_rows == {reason: 10 + k for k, reason in enumerate(BadReason)}
     assert "kept" in report.summary()

@@ -1,8 +1,9 @@
 """The one LightningDataModule every algorithm reads: the same preferences, split and order.
 
-``setup()`` loads the source, normalises every row (formats), holds out an eval split when the
-source has none (by prompt, seeded), shuffles and caps each split (seeded), tokenises and checks
-budgets (encoding), and reports bad rows. Splits are named ``train`` and ``eval`` whatever the
+``setup()`` loads the source, normalises every row (formats), tokenises it and checks budgets
+(encoding), holds out an eval split when the source has none (by prompt, seeded, among the
+usable rows only: a bad row takes no eval slot and is counted in train), shuffles and caps each
+split (seeded), and reports bad rows. Splits are named ``train`` and ``eval`` whatever the
 source calls them. The ``view`` picks what the dataloaders yield:
 
 - ``pairs``   -> PreferenceBatch (reward model, DPO family),
@@ -30,10 +31,13 @@ from leash.data.encoding import (
     EncodedPrompt,
     EncodedRow,
     EncodedSFT,
+    FittedItem,
+    Item,
     RowEncoder,
+    collect_split,
     unique_prompts,
 )
-from leash.data.formats import BadReason, NormalisedRow, RowKind, normalise, resolve_kind
+from leash.data.formats import BadReason, RowKind, normalise, resolve_kind
 from leash.data.sources import (
     EVAL_ORDER_STREAM,
     TRAIN_ORDER_STREAM,
@@ -48,8 +52,6 @@ log = logging.getLogger(__name__)
 View = Literal["pairs", "sft", "prompts"]
 Split = Literal["train", "eval"]
 SPLITS: tuple[Split, ...] = ("train", "eval")
-
-_Items = list[tuple[int, NormalisedRow | BadReason]]
 
 
 @dataclass
@@ -108,29 +110,18 @@ class PreferenceDataModule(L.LightningDataModule):
                 f"data: {self.cfg.path} is an SFT corpus (prompt/response); the `pairs` view "
                 "needs preference rows (chosen/rejected)"
             )
-        train_items = self._normalise(train_raw, kind)
+        encoder = RowEncoder(self.tokenizer, Budget.from_config(self.cfg))
+        train_items = encoder.encode(self._normalise(train_raw, kind))
         if source.eval is None:
-            log.info(
-                "data: no eval split %r; holding out %.0f%% of the train prompts",
-                self.cfg.eval_split,
-                100 * self.cfg.eval_fraction,
-            )
-            keys = [
-                ("bad", i) if isinstance(row, BadReason) else row.prompt for i, row in train_items
-            ]
-            train_rows, eval_rows = carve_eval(keys, self.cfg.eval_fraction, self.seed)
-            eval_items = [train_items[i] for i in eval_rows]
-            train_items = [train_items[i] for i in train_rows]
+            train_items, eval_items = self._hold_out(train_items)
             eval_name = source.train_name
         else:
-            eval_items = self._normalise(read_rows(source.eval), kind)
+            eval_items = encoder.encode(self._normalise(read_rows(source.eval), kind))
             eval_name = str(source.eval_name)
         train_items = self._order(train_items, self.cfg.max_train_rows, TRAIN_ORDER_STREAM)
         eval_items = self._order(eval_items, self.cfg.max_eval_rows, EVAL_ORDER_STREAM)
-
-        encoder = RowEncoder(self.tokenizer, Budget.from_config(self.cfg))
-        train, train_report = encoder.encode_split("train", source.train_name, train_items)
-        evals, eval_report = encoder.encode_split("eval", eval_name, eval_items)
+        train, train_report = collect_split("train", source.train_name, train_items)
+        evals, eval_report = collect_split("eval", eval_name, eval_items)
         report = BadRowReport([train_report, eval_report])
         self._check(report)
         self._splits = {
@@ -140,11 +131,29 @@ class PreferenceDataModule(L.LightningDataModule):
         self._report = report
         log.info("data %s (%s rows): %s", self.cfg.name, kind.value, report.summary())
 
-    def _normalise(self, raw_rows: list[dict[str, Any]], kind: RowKind) -> _Items:
+    def _normalise(self, raw_rows: list[dict[str, Any]], kind: RowKind) -> list[Item]:
         """Every raw row as (source index, normalised row or reason)."""
         return [(i, normalise(raw, kind, self.tokenizer)) for i, raw in enumerate(raw_rows)]
 
-    def _order(self, items: _Items, limit: int | None, stream: int) -> _Items:
+    def _hold_out(self, items: list[FittedItem]) -> tuple[list[FittedItem], list[FittedItem]]:
+        """(train, eval) items: ``eval_fraction`` of the usable rows' prompts held out.
+
+        Bad rows stay in train, where they are counted: they would otherwise take eval slots.
+        """
+        log.info(
+            "data: no eval split %r; holding out %.0f%% of the train prompts",
+            self.cfg.eval_split,
+            100 * self.cfg.eval_fraction,
+        )
+        usable = [
+            (k, row.prompt) for k, (_, row) in enumerate(items) if not isinstance(row, BadReason)
+        ]
+        _, eval_rows = carve_eval([p for _, p in usable], self.cfg.eval_fraction, self.seed)
+        held_out = {usable[k][0] for k in eval_rows}
+        train = [item for k, item in enumerate(items) if k not in held_out]
+        return train, [items[k] for k in sorted(held_out)]
+
+    def _order(self, items: list[FittedItem], limit: int | None, stream: int) -> list[FittedItem]:
         """The split's rows in seeded order, capped at ``limit``."""
         return [items[i] for i in shuffle_and_cap(range(len(items)), limit, self.seed, stream)]
 

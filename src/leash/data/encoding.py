@@ -6,6 +6,10 @@ prompt that already starts with the BOS text is encoded without adding another),
 ``response_ids = tokenizer(response, add_special_tokens=False) + [eos]`` (no EOS for a response
 whose ``ended`` flag is False: it was cut at a length limit).
 
+Data text (every response, and every prompt but a rendered chat prompt) is tokenised with
+``split_special_tokens=True``: a literal ``<|endoftext|>`` in it is text, never the special token,
+so the only special tokens of a row are its BOS, the template's own and the EOS appended here.
+
 Budgets: ``max_prompt_length`` tokens of prompt and ``max_length`` tokens of prompt + response.
 ``truncate_prompt_left`` keeps the prompt's last tokens (and its leading BOS, when it has one),
 then cuts the right end of a response that is still over (a cut response has no EOS); ``drop``
@@ -82,6 +86,27 @@ class EncodedPair:
 
 
 EncodedRow = EncodedPair | EncodedSFT
+
+
+@dataclass(frozen=True)
+class FittedRow:
+    """A normalised row tokenised within the budget, not yet numbered in its split."""
+
+    row: NormalisedRow
+    prompt_ids: list[int]
+    response_ids: list[list[int]]
+    """One list per response (chosen, rejected; or the SFT response)."""
+
+    @property
+    def prompt(self) -> str:
+        """The prompt text (what the eval hold-out groups rows by)."""
+        return self.row.prompt
+
+
+Item = tuple[int, NormalisedRow | BadReason]
+"""A row of a split before encoding: (source row index, normalised row or reason)."""
+FittedItem = tuple[int, FittedRow | BadReason]
+"""A row of a split after encoding: (source row index, fitted row or reason)."""
 
 
 # ------------------------------------------------------------------------------ bad rows
@@ -163,53 +188,69 @@ class RowEncoder:
         self.bos_id: int | None = tokenizer.bos_token_id
 
     def encode_split(
-        self, split: str, source_split: str, items: Sequence[tuple[int, NormalisedRow | BadReason]]
+        self, split: str, source_split: str, items: Sequence[Item]
     ) -> tuple[list[EncodedRow], SplitBadRows]:
-        """Encode ``(source row index, row or reason)`` items in order; count what is dropped.
+        """``encode`` then ``collect_split`` in one call."""
+        return collect_split(split, source_split, self.encode(items))
 
-        Kept rows are numbered 0..n-1 in order: that number is their ``index``.
+    def encode(self, items: Sequence[Item]) -> list[FittedItem]:
+        """Tokenise the good rows of ``items`` (in batches) and fit each to the budget.
+
+        Items keep their order; a row the budget rejects becomes its reason.
         """
-        report = SplitBadRows(split, source_split, rows_read=len(items))
-        good = [(i, row) for i, row in items if not isinstance(row, BadReason)]
-        for source_index, row in items:
-            if isinstance(row, BadReason):
-                report.add(row, source_index)
-        prompts = self.tokenize_prompts([row.prompt for _, row in good])
-        responses = self._tokenize_responses([row for _, row in good])
-        kept: list[EncodedRow] = []
-        for (source_index, row), prompt_ids, response_ids in zip(
-            good, prompts, responses, strict=True
-        ):
-            fitted = self.fit(prompt_ids, response_ids)
-            if isinstance(fitted, BadReason):
-                report.add(fitted, source_index)
-                continue
-            kept.append(_encoded(len(kept), source_index, row, *fitted))
-        report.rows_kept = len(kept)
-        return kept, report
+        good = [row for _, row in items if not isinstance(row, BadReason)]
+        prompts = self.tokenize_prompts(good)
+        responses = self._tokenize_responses(good)
+        fitted = iter(
+            self._fitted(row, prompt_ids, response_ids)
+            for row, prompt_ids, response_ids in zip(good, prompts, responses, strict=True)
+        )
+        return [(i, row if isinstance(row, BadReason) else next(fitted)) for i, row in items]
 
-    def tokenize_prompts(self, prompts: Sequence[str]) -> list[list[int]]:
-        """Prompt ids with the tokenizer's special tokens (none added before an existing BOS)."""
+    def _fitted(
+        self, row: NormalisedRow, prompt_ids: list[int], response_ids: list[list[int]]
+    ) -> FittedRow | BadReason:
+        fitted = self.fit(prompt_ids, response_ids)
+        return fitted if isinstance(fitted, BadReason) else FittedRow(row, *fitted)
+
+    def tokenize_prompts(self, rows: Sequence[NormalisedRow]) -> list[list[int]]:
+        """The prompt ids of ``rows``, with the tokenizer's special tokens (e.g. a BOS)."""
+        modes = [self._prompt_mode(row) for row in rows]
+        encoded = {}
+        for mode in set(modes):
+            texts = [row.prompt for row, m in zip(rows, modes, strict=True) if m == mode]
+            encoded[mode] = iter(self._tokenize(texts, *mode))
+        return [next(encoded[mode]) for mode in modes]
+
+    def _prompt_mode(self, row: NormalisedRow) -> tuple[bool, bool]:
+        """(add special tokens, split special-token text) for a row's prompt.
+
+        Data text is split; a rendered chat prompt keeps the template's special tokens, and gets
+        no BOS added when the template already wrote one.
+        """
+        if not row.templated:
+            return True, True
         bos_text = self.tokenizer.bos_token
-        has_bos = [bool(bos_text) and text.startswith(bos_text) for text in prompts]
-        pairs = list(zip(prompts, has_bos, strict=True))
-        plain = iter(self._tokenize([text for text, bos in pairs if not bos], True))
-        marked = iter(self._tokenize([text for text, bos in pairs if bos], False))
-        return [next(marked) if bos else next(plain) for bos in has_bos]
+        return not (bos_text and row.prompt.startswith(bos_text)), False
 
     def _tokenize_responses(self, rows: Sequence[NormalisedRow]) -> list[list[list[int]]]:
         """Per row, the ids of each response followed by EOS (unless it was cut)."""
         responses = [_responses(row) for row in rows]
-        flat = iter(self._tokenize([text for pairs in responses for text, _ in pairs], False))
+        flat = iter(self._tokenize([text for pairs in responses for text, _ in pairs], False, True))
         return [
             [next(flat) + ([] if ended is False else [self.eos_id]) for _, ended in pairs]
             for pairs in responses
         ]
 
-    def _tokenize(self, texts: Sequence[str], special: bool) -> list[list[int]]:
+    def _tokenize(self, texts: Sequence[str], special: bool, split: bool) -> list[list[int]]:
+        """Ids of ``texts``: ``special`` adds the tokenizer's special tokens, ``split`` reads
+        special-token text as plain text."""
         if not texts:
             return []
-        return list(self.tokenizer(list(texts), add_special_tokens=special)["input_ids"])
+        encoded = self.tokenizer(
+            list(texts), add_special_tokens=special, split_special_tokens=split
+        )
+        return list(encoded["input_ids"])
 
     def fit(
         self, prompt_ids: list[int], responses: list[list[int]]
@@ -242,6 +283,24 @@ class RowEncoder:
         return prompt_ids[len(prompt_ids) - keep :]
 
 
+def collect_split(
+    split: str, source_split: str, items: Sequence[FittedItem]
+) -> tuple[list[EncodedRow], SplitBadRows]:
+    """The kept rows of a split and its bad-row counts.
+
+    Kept rows are numbered 0..n-1 in order: that number is their ``index``.
+    """
+    report = SplitBadRows(split, source_split, rows_read=len(items))
+    kept: list[EncodedRow] = []
+    for source_index, item in items:
+        if isinstance(item, BadReason):
+            report.add(item, source_index)
+        else:
+            kept.append(_encoded(len(kept), source_index, item))
+    report.rows_kept = len(kept)
+    return kept, report
+
+
 def unique_prompts(rows: Sequence[EncodedRow]) -> list[EncodedPrompt]:
     """The distinct prompts of ``rows`` (by text) in order of first occurrence."""
     seen: dict[str, EncodedPrompt] = {}
@@ -258,13 +317,8 @@ def _responses(row: NormalisedRow) -> list[tuple[str, bool | None]]:
     return [(row.response, row.ended)]
 
 
-def _encoded(
-    index: int,
-    source_index: int,
-    row: NormalisedRow,
-    prompt_ids: list[int],
-    responses: list[list[int]],
-) -> EncodedRow:
+def _encoded(index: int, source_index: int, fitted: FittedRow) -> EncodedRow:
+    row, prompt_ids, responses = fitted.row, fitted.prompt_ids, fitted.response_ids
     if isinstance(row, SFTRow):
         return EncodedSFT(index, source_index, row.prompt, prompt_ids, responses[0])
     return EncodedPair(

@@ -6,10 +6,15 @@ Accepted formats (``DataConfig.format``; ``auto`` detects from the columns and t
 - **implicit** (HH-RLHF): ``chosen`` / ``rejected`` full texts sharing a prefix. The split point
   is the longest common prefix backed off to a turn boundary: the end of the last
   ``"\\n\\nAssistant:"`` marker inside the common prefix. The prompt ends with that marker; the
-  responses are the rest of each text.
-- **conversational**: lists of ``{role, content}`` messages, either explicit (``prompt`` messages,
-  ``chosen`` / ``rejected`` holding one assistant message) or implicit (full conversations that
-  share every message but the last, which is the assistant's answer).
+  responses are the rest of each text, which must hold no further turn marker (texts that
+  diverge in an earlier turn are ``diverges_before_last_turn``).
+- **conversational**: lists of ``{role, content}`` messages (roles ``system``, ``user`` and
+  ``assistant``; any other is ``unknown_role``), either explicit (``prompt`` messages,
+  ``chosen`` / ``rejected`` holding one assistant message) or whole conversations that share
+  every message but the last, which is the assistant's answer (otherwise
+  ``diverges_before_last_turn``). A ``prompt`` beside whole conversations that is not a list of
+  messages (``ultrafeedback_binarized`` repeats the last user turn there as a string) is not
+  read: the conversations hold the prompt.
 - **SFT corpus**: ``prompt`` + ``response`` (strings or messages). A source with a ``response``
   column and no ``chosen`` column is an SFT corpus whatever ``format`` says (``format`` describes
   preference rows).
@@ -20,6 +25,12 @@ response text is the assistant message's ``content``. Every row is checked: the 
 full conversation must start with prompt text + content, otherwise the row is ``unparseable``.
 Whatever the template writes after the content (its end-of-turn text) is *not* part of the
 response: the encoder appends the tokenizer's EOS instead, which is what a policy emits to stop.
+
+Special-token text in data (a literal ``<|endoftext|>`` in a prompt or response) is plain text:
+the encoder tokenises data text so that it never becomes a special token. A rendered chat prompt
+is the exception (``templated``): its special-token text is the template's own and must stay
+special, so a prompt message whose content holds special-token text cannot be encoded
+faithfully and is ``special_token_text``.
 
 End of response: the encoder appends EOS to every response, except where an ``ended`` column
 (``chosen_ended`` / ``rejected_ended``, or ``ended`` in an SFT corpus) is False: such a response
@@ -45,6 +56,12 @@ from leash.config import RowFormat
 ASSISTANT_MARKER = "\n\nAssistant:"
 """HH-RLHF turn marker: an implicit prompt ends right after the last one it shares."""
 
+TURN_MARKERS = ("\n\nHuman:", ASSISTANT_MARKER)
+"""HH-RLHF turn markers: a response that holds one is not the final turn alone."""
+
+ROLES = frozenset({"system", "user", "assistant"})
+"""The chat roles a conversational row may use."""
+
 
 class BadReason(str, Enum):
     """Why a row was not kept; every dropped row has exactly one."""
@@ -55,6 +72,12 @@ class BadReason(str, Enum):
     empty_response = "empty_response"
     identical_responses = "identical_responses"
     over_length = "over_length"
+    diverges_before_last_turn = "diverges_before_last_turn"
+    """chosen and rejected differ before the final assistant turn: not one prompt, two answers."""
+    unknown_role = "unknown_role"
+    """A chat message whose role is not one of ``ROLES``."""
+    special_token_text = "special_token_text"
+    """A chat prompt message holds the text of a special token (see the module docstring)."""
 
 
 class RowKind(str, Enum):
@@ -93,6 +116,8 @@ class PreferenceRow:
     chosen_ended: bool | None = None
     """False: the response was cut and gets no EOS; None: no such column (EOS appended)."""
     rejected_ended: bool | None = None
+    templated: bool = False
+    """True: the prompt is chat-template output, whose special-token text is the template's."""
 
 
 @dataclass(frozen=True)
@@ -103,6 +128,8 @@ class SFTRow:
     response: str
     ended: bool | None = None
     """False: the response was cut and gets no EOS; None: no such column (EOS appended)."""
+    templated: bool = False
+    """True: the prompt is chat-template output, whose special-token text is the template's."""
 
 
 NormalisedRow = PreferenceRow | SFTRow
@@ -138,8 +165,9 @@ def normalise(
     """
     if kind == RowKind.sft:
         return _sft_row(raw, tokenizer)
-    has_prompt = kind == RowKind.explicit or (kind == RowKind.conversational and "prompt" in raw)
-    fields = ("prompt", "chosen", "rejected") if has_prompt else ("chosen", "rejected")
+    fields = (
+        ("prompt", "chosen", "rejected") if kind == RowKind.explicit else ("chosen", "rejected")
+    )
     if any(raw.get(name) is None for name in fields):
         return BadReason.missing_field
     scores, ended = _scores(raw), _ended(raw, "chosen_ended", "rejected_ended")
@@ -158,14 +186,16 @@ def normalise(
     problem = check_texts(prompt, (chosen, rejected), ended)
     if problem is not None:
         return problem
-    return PreferenceRow(prompt, chosen, rejected, scores, *ended)
+    templated = kind == RowKind.conversational
+    return PreferenceRow(prompt, chosen, rejected, scores, *ended, templated=templated)
 
 
 def split_implicit(chosen: str, rejected: str) -> tuple[str, str, str] | BadReason:
     """Split two full texts into (prompt, chosen response, rejected response).
 
     The prompt is the longest common prefix backed off to the end of the last ``ASSISTANT_MARKER``
-    that lies wholly inside it; ``unparseable`` when the common prefix holds no marker.
+    that lies wholly inside it; ``unparseable`` when the common prefix holds no marker, and
+    ``diverges_before_last_turn`` when a response still holds a turn marker.
     """
     common = 0
     for left, right in zip(chosen, rejected, strict=False):
@@ -176,7 +206,10 @@ def split_implicit(chosen: str, rejected: str) -> tuple[str, str, str] | BadReas
     if start < 0:
         return BadReason.unparseable
     end = start + len(ASSISTANT_MARKER)
-    return chosen[:end], chosen[end:], rejected[end:]
+    responses = chosen[end:], rejected[end:]
+    if any(marker in text for text in responses for marker in TURN_MARKERS):
+        return BadReason.diverges_before_last_turn
+    return chosen[:end], *responses
 
 
 def check_texts(
@@ -240,21 +273,26 @@ def _sft_row(raw: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase) -> SFTR
     if isinstance(parts, BadReason):
         return parts
     problem = check_texts(parts[0], parts[1:], ended)
-    return problem if problem is not None else SFTRow(parts[0], parts[1], *ended)
+    if problem is not None:
+        return problem
+    return SFTRow(parts[0], parts[1], *ended, templated=isinstance(prompt, list))
 
 
 # ------------------------------------------------------------------------- conversational
 def _conversational_pair(
     raw: Mapping[str, Any], tokenizer: PreTrainedTokenizerBase
 ) -> tuple[str, ...] | BadReason:
-    """Explicit (prompt messages + one answer each) or implicit (shared leading messages)."""
+    """Explicit (prompt messages + one answer each) or whole conversations (shared leading
+    messages; a ``prompt`` that is not a list of messages is then not read)."""
     chosen, rejected = raw["chosen"], raw["rejected"]
     if not isinstance(chosen, list) or not isinstance(rejected, list):
         return BadReason.unparseable
-    if "prompt" in raw:
+    if isinstance(raw.get("prompt"), list):
         return _render(raw["prompt"], [chosen, rejected], tokenizer)
-    if not chosen or not rejected or chosen[:-1] != rejected[:-1]:
+    if not chosen or not rejected:
         return BadReason.unparseable
+    if chosen[:-1] != rejected[:-1]:
+        return BadReason.diverges_before_last_turn
     return _render(chosen[:-1], [chosen[-1:], rejected[-1:]], tokenizer)
 
 
@@ -265,16 +303,12 @@ def _render(
 
     Each answer is a list holding exactly one assistant message (or that message itself).
     """
-    if not isinstance(prompt, list) or not all(_is_message(message) for message in prompt):
-        return BadReason.unparseable
-    if not prompt or not any(str(message["content"]).strip() for message in prompt):
-        return BadReason.empty_prompt
-    messages = []
-    for answer in answers:
-        message = answer[0] if isinstance(answer, list) and len(answer) == 1 else answer
-        if not _is_message(message) or message["role"] != "assistant":
-            return BadReason.unparseable
-        messages.append(message)
+    messages = [
+        answer[0] if isinstance(answer, list) and len(answer) == 1 else answer for answer in answers
+    ]
+    problem = _check_messages(prompt, messages, tokenizer.all_special_tokens)
+    if problem is not None:
+        return problem
     prompt_text = tokenizer.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
     texts = [prompt_text]
     for message in messages:
@@ -283,6 +317,26 @@ def _render(
             return BadReason.unparseable
         texts.append(message["content"])
     return tuple(texts)
+
+
+def _check_messages(
+    prompt: Any, answers: Sequence[Any], specials: Sequence[str]
+) -> BadReason | None:
+    """Checks of the prompt messages and the answer messages, before anything is rendered.
+
+    ``specials`` are the tokenizer's special-token texts, which no prompt message may hold.
+    """
+    if not isinstance(prompt, list) or not all(_is_message(m) for m in [*prompt, *answers]):
+        return BadReason.unparseable
+    if any(message["role"] not in ROLES for message in [*prompt, *answers]):
+        return BadReason.unknown_role
+    if any(message["role"] != "assistant" for message in answers):
+        return BadReason.unparseable
+    if not any(message["content"].strip() for message in prompt):
+        return BadReason.empty_prompt
+    if any(token in message["content"] for message in prompt for token in specials):
+        return BadReason.special_token_text
+    return None
 
 
 def _is_message(message: Any) -> bool:

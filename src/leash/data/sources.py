@@ -98,15 +98,16 @@ def carve_eval(keys: Sequence[Hashable], fraction: float, seed: int) -> tuple[li
     """Hold out a seeded ``fraction`` of the groups of rows sharing a key (their prompt).
 
     Grouping by prompt keeps every pair of a held-out prompt out of training, so eval prompts
-    are never trained on. Returns (train row indices, eval row indices), each ascending.
+    are never trained on. ``keys`` are those of the usable rows only (a bad row must not take an
+    eval slot). Returns (train row indices, eval row indices) into ``keys``, each ascending.
     """
     groups: dict[Hashable, list[int]] = {}
     for index, key in enumerate(keys):
         groups.setdefault(key, []).append(index)
     if len(groups) < 2:
         raise ValueError(
-            f"cannot hold out data.eval_fraction={fraction} of {len(groups)} distinct prompt(s); "
-            "the source needs an eval split or more rows"
+            f"cannot hold out data.eval_fraction={fraction} of {len(groups)} distinct prompt(s) "
+            "of usable rows; the source needs an eval split or more usable rows"
         )
     order = np.random.default_rng([seed, CARVE_STREAM]).permutation(len(groups))
     num_eval = min(max(1, round(fraction * len(groups))), len(groups) - 1)
