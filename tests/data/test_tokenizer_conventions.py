@@ -15,9 +15,9 @@ from transformers import AutoTokenizer
 import tokenizer_zoo
 from leash.config import ModelConfig
 from leash.data.formats import BadReason
-from leash.data.types import IGNORE_INDEX
 from leash.models.factory import load_tokenizer
 from leash.models.tokenizers import build_byte_tokenizer
+from leash.sequences import IGNORE_INDEX
 
 PROMPT = "\n\nHuman: {}\n\nAssistant:"
 QUESTIONS = [
