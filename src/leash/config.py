@@ -370,8 +370,8 @@ class PPOConfig(AlgoConfig):
 class PathsConfig:
     """Where runs and cached artifacts go."""
 
-    output_dir: str = MISSING
-    """This run's folder (checkpoints, metrics.json, logs)."""
+    output_dir: str | None = MISSING
+    """This run's folder (checkpoints, metrics.json, logs); null only in `--cfg job --resolve`."""
     cache_dir: str = MISSING
     """Artifact cache shared by runs: SFT checkpoints, generated data, reward models."""
 
