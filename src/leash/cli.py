@@ -17,7 +17,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig, OmegaConf
 
-from leash.config import ConfigError, register_configs, validate
+from leash.config import ConfigError, register_configs, validate, validate_inputs
 from leash.resources import conf_dir, sweeps_dir
 
 log = logging.getLogger("leash")
@@ -64,10 +64,12 @@ def train_job(cfg: DictConfig) -> None:
     """One `leash train` job: validate, build the Trainer, run the algorithm's recipe."""
     try:
         typed = validate(cfg)
+        validate_inputs(typed)
     except ConfigError as error:
-        log.error("%s", error)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("%s", error)
             raise  # Hydra records this job as failed and goes on with the next one
+        print(f"leash train: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     import lightning  # heavy imports (torch, transformers) only once the config is valid
 

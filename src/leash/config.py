@@ -4,8 +4,9 @@ YAML files under ``conf/`` compose; these dataclasses define what a composed con
 OmegaConf checks types and enum values while composing (an unknown ``data.bad_rows`` fails with
 the allowed values); :func:`validate` then rejects keys no schema declares (``+algo.betta=0.1``),
 types the ``algo`` and ``trainer`` blocks, and checks the rules declared in field metadata
-(``gt``/``ge``/``le``/``lt``, ``choices``, ``length``, ``rule``) and the cross-field rules.
-Every error names the offending key, and all of it runs before torch or any model or data loads.
+(``gt``/``ge``/``le``/``lt``, ``choices``, ``length``, ``rule``) and the cross-field rules;
+:func:`validate_inputs` checks that local files and folders the config names exist. Every error
+names the offending key, and all of it runs before torch or any model or data loads.
 
 Each field carries a one-line docstring: it is the documentation of that config key.
 """
@@ -14,12 +15,14 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import glob
 import math
 import re
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -782,3 +785,39 @@ def validate(cfg: DictConfig) -> TrainConfig:
     _raise_if(check_ranges(typed) + check_ranges(trainer, "trainer.") + _check_targets(typed))
     _raise_if(_check_cross_field(typed))
     return typed
+
+
+# ------------------------------------------------------------------------------ local inputs
+def looks_like_path(name: str) -> bool:
+    """Whether a model or data name means a local path rather than a hub id (`org/name`): it
+    starts with `/`, `./`, `../` or `~`, has more than one `/`, or its first part exists here."""
+    if name.startswith(("/", "./", "../", "~")) or name in (".", ".."):
+        return True
+    return name.count("/") > 1 or ("/" in name and Path(name.split("/")[0]).exists())
+
+
+def _missing_inputs(cfg: TrainConfig) -> list[str]:
+    """Local files and folders the config names that are not there, as ``"key: ..."`` lines."""
+    data = cfg.data
+    problems = []
+    if data.source == DataSource.files and not glob.glob(str(Path(data.path).expanduser())):
+        problems.append(f"data.path: no file matches {data.path!r}")
+    named = {
+        "model.name_or_path": cfg.model.name_or_path,
+        "model.tokenizer": cfg.model.tokenizer,
+        "upstream.sft_policy": cfg.upstream.sft_policy,
+        "upstream.reward_model": cfg.upstream.reward_model,
+    }
+    if data.source in (DataSource.hub, DataSource.disk):
+        named["data.path"] = data.path
+    for key, name in named.items():
+        local = key == "data.path" and data.source == DataSource.disk
+        if name and (local or looks_like_path(name)) and not Path(name).expanduser().exists():
+            problems.append(f"{key}: no such file or folder {name!r}")
+    return problems
+
+
+def validate_inputs(cfg: TrainConfig) -> None:
+    """Raise ConfigError, naming keys, when a local input of a validated config is missing:
+    data files (a glob must match), a `save_to_disk` folder, model or upstream folders."""
+    _raise_if(_missing_inputs(cfg))
