@@ -522,7 +522,7 @@ class UpstreamConfig:
     reward_model: str | None = None
     """Score PPO rollouts with this reward model (folder) instead of the cached reward stage."""
     sft: list[str] = field(default_factory=list)
-    """Overrides of the SFT stage, e.g. `[algo.lr=3e-3,algo.max_steps=500]`."""
+    """Overrides of the SFT stage, each one quoted: `'upstream.sft=["algo.lr=3e-3"]'`."""
     reward: list[str] = field(default_factory=list)
     """Overrides of the reward-model stage (PPO with a learned reward)."""
 
