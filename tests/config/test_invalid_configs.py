@@ -114,7 +114,7 @@ HAND_WRITTEN = [
     case("trainer.val_check_interval=0"),
     case("trainer.val_check_interval=1.5"),
     case("trainer.val_check_interval=abc"),
-    case("trainer.limit_val_batches=-1"),
+    case("+trainer.limit_train_batches=abc"),
     case("debug=fast", "trainer.limit_val_batches=1.5"),
     case("trainer.accumulate_grad_batches=0"),
     case("trainer.deterministic=maybe"),
