@@ -408,6 +408,7 @@ STRATEGIES = (
 
 
 def _is_int(value: Any) -> bool:
+    """An int that is not a bool."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -757,6 +758,7 @@ def _check_ppo(cfg: TrainConfig, algo: PPOConfig) -> list[str]:
 
 
 def _raise_if(problems: list[str]) -> None:
+    """Raise one ConfigError listing every problem, if there is any."""
     if problems:
         raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
@@ -788,7 +790,7 @@ def validate(cfg: DictConfig) -> TrainConfig:
 
 
 # ------------------------------------------------------------------------------ local inputs
-def looks_like_path(name: str) -> bool:
+def _looks_like_path(name: str) -> bool:
     """Whether a model or data name means a local path rather than a hub id (`org/name`): it
     starts with `/`, `./`, `../` or `~`, has more than one `/`, or its first part exists here."""
     if name.startswith(("/", "./", "../", "~")) or name in (".", ".."):
@@ -800,7 +802,8 @@ def _missing_inputs(cfg: TrainConfig) -> list[str]:
     """Local files and folders the config names that are not there, as ``"key: ..."`` lines."""
     data = cfg.data
     problems = []
-    if data.source == DataSource.files and not glob.glob(str(Path(data.path).expanduser())):
+    pattern = str(Path(data.path or "").expanduser())
+    if data.source == DataSource.files and not glob.glob(pattern, recursive=True):
         problems.append(f"data.path: no file matches {data.path!r}")
     named = {
         "model.name_or_path": cfg.model.name_or_path,
@@ -812,7 +815,7 @@ def _missing_inputs(cfg: TrainConfig) -> list[str]:
         named["data.path"] = data.path
     for key, name in named.items():
         local = key == "data.path" and data.source == DataSource.disk
-        if name and (local or looks_like_path(name)) and not Path(name).expanduser().exists():
+        if name and (local or _looks_like_path(name)) and not Path(name).expanduser().exists():
             problems.append(f"{key}: no such file or folder {name!r}")
     return problems
 
