@@ -16,7 +16,7 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from leash.config import ConfigError, validate
+from leash.config import ConfigError, validate, validate_inputs
 from leash.pipeline.compose import register_all
 from leash.resources import conf_dir
 
@@ -55,10 +55,12 @@ def train_job(cfg: DictConfig) -> None:
     """One `leash train` job: validate, build the Trainer, run the algorithm's recipe."""
     try:
         typed = validate(cfg)
+        validate_inputs(typed)
     except ConfigError as error:
-        log.error("%s", error)
         if HydraConfig.get().mode == RunMode.MULTIRUN:
+            log.error("%s", error)
             raise  # Hydra records this job as failed and goes on with the next one
+        print(f"leash train: {error}", file=sys.stderr)
         raise SystemExit(2) from None
     import lightning  # heavy imports (torch, transformers) only once the config is valid
 

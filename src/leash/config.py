@@ -2,8 +2,11 @@
 
 YAML files under ``conf/`` compose; these dataclasses define what a composed config may hold.
 OmegaConf checks types and enum values while composing (an unknown ``data.bad_rows`` fails with
-the allowed values); :func:`validate` then checks ranges declared in field metadata
-(``gt``/``ge``/``le``/``lt``) and names the offending key. Both run before any model or data loads.
+the allowed values); :func:`validate` then rejects keys no schema declares (``+algo.betta=0.1``),
+types the ``algo`` and ``trainer`` blocks, and checks the rules declared in field metadata
+(``gt``/``ge``/``le``/``lt``, ``choices``, ``length``, ``rule``) and the cross-field rules;
+:func:`validate_inputs` checks that local files and folders the config names exist. Every error
+names the offending key, and all of it runs before torch or any model or data loads.
 
 Each field carries a one-line docstring: it is the documentation of that config key.
 """
@@ -11,9 +14,15 @@ Each field carries a one-line docstring: it is the documentation of that config 
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import glob
 import math
+import re
+import typing
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 from typing import Any
 
 from hydra.core.config_store import ConfigStore
@@ -35,6 +44,11 @@ def _non_negative(default: Any) -> Any:
 def _fraction(default: float) -> Any:
     """A value in [0, 1)."""
     return field(default=default, metadata={"ge": 0, "lt": 1})
+
+
+def _seed(default: int) -> Any:
+    """A seed: numpy and torch accept 0 <= seed < 2**32."""
+    return field(default=default, metadata={"ge": 0, "lt": 2**32})
 
 
 # --------------------------------------------------------------------------------------- enums
@@ -144,7 +158,7 @@ class TaskConfig:
     """Bradley-Terry temperature of the preference labels; 0 gives deterministic labels."""
     eval_fraction: float = field(default=0.25, metadata={"gt": 0, "lt": 1})
     """Fraction of the prompts held out for evaluation."""
-    seed: int = 0
+    seed: int = _seed(0)
     """Seed of the task's vocabulary valences, prompts and behaviour distribution."""
 
 
@@ -176,9 +190,9 @@ class DataConfig:
     """Over-budget rows: cut the prompt's left (then the response's right), or drop the row."""
     bad_rows: BadRows = BadRows.skip
     """Malformed rows: `skip` (counted and reported) or `error` (stop the run)."""
-    max_train_rows: int | None = None
+    max_train_rows: int | None = field(default=None, metadata={"ge": 1})
     """Use at most this many training rows (after the seeded shuffle); None keeps all."""
-    max_eval_rows: int | None = None
+    max_eval_rows: int | None = field(default=None, metadata={"ge": 1})
     """Use at most this many held-out rows; None keeps all."""
     batch_size: int = _positive(16)
     """Training batch size per process."""
@@ -207,7 +221,7 @@ class TinyModelConfig:
     """Attention heads (must divide `hidden_size`)."""
     max_position_embeddings: int = _positive(256)
     """Longest sequence the model accepts."""
-    seed: int = 0
+    seed: int = _seed(0)
     """Seed of the random initialisation."""
 
 
@@ -237,8 +251,11 @@ class ModelConfig:
     """Tokenizer name or folder; None uses `name_or_path` (the tiny preset builds its own)."""
     dtype: DType = DType.float32
     """Parameter dtype of the loaded weights."""
-    attn_implementation: str | None = None
-    """`eager`, `sdpa` or `flash_attention_2`; None lets transformers choose."""
+    attn_implementation: str | None = field(
+        default=None,
+        metadata={"choices": ("eager", "sdpa", "flash_attention_2", "flex_attention")},
+    )
+    """`eager`, `sdpa`, `flash_attention_2` or `flex_attention`; None lets transformers choose."""
     gradient_checkpointing: bool = False
     """Trade compute for activation memory in the trained models."""
     trust_remote_code: bool = False
@@ -258,8 +275,10 @@ class AlgoConfig:
     """Peak learning rate."""
     weight_decay: float = _non_negative(0.0)
     """Decoupled (AdamW) weight decay."""
-    adam_betas: tuple[float, float] = (0.9, 0.999)
-    """Adam moment decay rates."""
+    adam_betas: tuple[float, float] = field(
+        default=(0.9, 0.999), metadata={"length": 2, "ge": 0, "lt": 1}
+    )
+    """Adam moment decay rates: two values in [0, 1)."""
     warmup_steps: int = _non_negative(0)
     """Linear warmup from 0 to `lr` over this many optimizer steps."""
     scheduler: Scheduler = Scheduler.cosine
@@ -388,13 +407,132 @@ class EvalConfig:
     """Sampled responses kept in ``eval_samples.jsonl`` and the W&B samples table."""
 
 
+# ------------------------------------------------------------------------------------- trainer
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+"""`accelerator` names Lightning accepts."""
+
+PRECISIONS = (
+    "transformer-engine", "transformer-engine-float16", "16-true", "16-mixed", "bf16-true",
+    "bf16-mixed", "32-true", "64-true", "64", "32", "16", "bf16",
+)  # fmt: skip
+"""`precision` values Lightning accepts (an int 16/32/64 arrives here as its string)."""
+
+STRATEGIES = (
+    "auto", "ddp", "ddp_find_unused_parameters_false", "ddp_find_unused_parameters_true",
+    "ddp_fork", "ddp_fork_find_unused_parameters_false", "ddp_fork_find_unused_parameters_true",
+    "ddp_notebook", "ddp_notebook_find_unused_parameters_false",
+    "ddp_notebook_find_unused_parameters_true", "ddp_spawn",
+    "ddp_spawn_find_unused_parameters_false", "ddp_spawn_find_unused_parameters_true",
+    "deepspeed", "deepspeed_stage_1", "deepspeed_stage_2", "deepspeed_stage_2_offload",
+    "deepspeed_stage_3", "deepspeed_stage_3_offload", "deepspeed_stage_3_offload_nvme", "fsdp",
+    "fsdp_cpu_offload", "single_device", "single_tpu", "single_xla", "xla", "xla_debug",
+)  # fmt: skip
+"""`strategy` names of Lightning's registry (a test checks these lists against Lightning)."""
+
+
+def _is_int(value: Any) -> bool:
+    """An int that is not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _devices_problem(value: Any) -> str | None:
+    """Lightning's `devices`: a count (>= 1, or -1 for all), `auto`, or a list of indices."""
+    if value == "auto" or (_is_int(value) and (value >= 1 or value == -1)):
+        return None
+    indices = isinstance(value, list) and value and all(_is_int(i) and i >= 0 for i in value)
+    if indices and len(set(value)) == len(value):
+        return None
+    return (
+        "must be a device count (>= 1, or -1 for all), `auto`, or a list of distinct device "
+        f"indices; got {value!r}"
+    )
+
+
+def _strategy_problem(value: Any) -> str | None:
+    """A registered strategy name, or a `_target_` config of a Strategy object."""
+    if isinstance(value, str) and value.lower() in STRATEGIES:
+        return None
+    if isinstance(value, Mapping) and "_target_" in value:
+        return None
+    return f"must be one of {', '.join(STRATEGIES)}, or a `_target_` config; got {value!r}"
+
+
+def _batches_problem(value: Any) -> str | None:
+    """An int counts batches; a float is a fraction of them, in [0, 1] (or a whole number)."""
+    if isinstance(value, float) and value > 1 and not value.is_integer():
+        return f"a float is a fraction of the batches and must be <= 1; got {value}"
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return f"must be a number of batches (int) or a fraction of them (float); got {value!r}"
+    return None
+
+
+def _interval_problem(value: Any) -> str | None:
+    """`val_check_interval`: batches as for the limits, or a time `DD:HH:MM:SS` (or a dict)."""
+    if isinstance(value, str) and re.fullmatch(r"\d+:\d+:\d+:\d+", value):
+        return None
+    if isinstance(value, Mapping):
+        return None
+    return _batches_problem(value)
+
+
+@dataclass
+class TrainerConfig:
+    """The Lightning Trainer arguments a config may set (checked by :func:`validate`; the
+    `trainer` block itself is passed to ``hydra.utils.instantiate`` as written)."""
+
+    _target_: str = "lightning.Trainer"
+    """The Trainer class."""
+    accelerator: str = field(default="auto", metadata={"choices": ACCELERATORS})
+    """Hardware: `cpu`, `gpu`, `cuda`, `mps`, `tpu`, or `auto`."""
+    strategy: Any = field(default="auto", metadata={"rule": _strategy_problem})
+    """Distribution: `auto`, `ddp`, `fsdp`, ... (Lightning's registry) or a `_target_` config."""
+    devices: Any = field(default="auto", metadata={"rule": _devices_problem})
+    """Devices per node: a count (-1 for all), `auto`, or a list of device indices."""
+    num_nodes: int = _positive(1)
+    """Machines."""
+    precision: str | None = field(default=None, metadata={"choices": PRECISIONS})
+    """Numeric precision: `32-true`, `bf16-mixed`, `16-mixed`, `bf16-true`, ...; None: 32-true."""
+    max_steps: int = field(default=-1, metadata={"ge": -1})
+    """Optimizer steps to train (-1: no limit); derived from the algorithm in conf/trainer."""
+    max_epochs: int | None = field(default=None, metadata={"ge": -1})
+    """Epochs to train (-1: no limit)."""
+    val_check_interval: Any = field(default=None, metadata={"gt": 0, "rule": _interval_problem})
+    """Validate every this many batches (int), fraction of an epoch (float), or time."""
+    check_val_every_n_epoch: int | None = field(default=1, metadata={"ge": 1})
+    """Validate every this many epochs; None validates on `val_check_interval` batches alone."""
+    log_every_n_steps: int | None = _non_negative(None)
+    """Log training metrics every this many steps (0: never)."""
+    gradient_clip_val: float | None = _non_negative(None)
+    """Clip the gradient norm at this value; derived from `algo.max_grad_norm` in conf/trainer."""
+    accumulate_grad_batches: int = _positive(1)
+    """Batches whose gradients are summed into one optimizer step."""
+    num_sanity_val_steps: int | None = field(default=None, metadata={"ge": -1})
+    """Validation batches run before training (-1: all of them)."""
+    limit_train_batches: Any = field(default=None, metadata={"ge": 0, "rule": _batches_problem})
+    """Training batches per epoch: a count (int) or a fraction (float); None: all."""
+    limit_val_batches: Any = field(default=None, metadata={"ge": 0, "rule": _batches_problem})
+    """Validation batches per check: a count (int) or a fraction (float); None: all."""
+    deterministic: Any = field(default=None, metadata={"choices": (True, False, "warn")})
+    """Deterministic algorithms only: true, false, or `warn`."""
+    benchmark: bool | None = None
+    """Let cuDNN pick the fastest convolution algorithms."""
+    enable_progress_bar: bool | None = None
+    """Show a progress bar."""
+    enable_model_summary: bool | None = None
+    """Print the model summary at the start."""
+    default_root_dir: str | None = None
+    """Folder for logs and checkpoints without an explicit path."""
+    use_distributed_sampler: bool = True
+    """Let Lightning shard the data loaders (leash shards them itself: false in conf/trainer)."""
+
+
 # ----------------------------------------------------------------------------------- top level
 @dataclass
 class PathsConfig:
     """Where runs and cached artifacts go."""
 
-    output_dir: str = MISSING
-    """This run's folder (checkpoints, metrics.json, logs)."""
+    output_dir: str | None = MISSING
+    """This run's folder (checkpoints, metrics.json, logs); null only in `--cfg job --resolve`."""
     cache_dir: str = MISSING
     """Artifact cache shared by runs: SFT checkpoints, generated data, reward models."""
 
@@ -408,7 +546,7 @@ class UpstreamConfig:
     reward_model: str | None = None
     """Score PPO rollouts with this reward model (folder) instead of the cached reward stage."""
     sft: list[str] = field(default_factory=list)
-    """Overrides of the SFT stage, e.g. `[algo.lr=3e-3,algo.max_steps=500]`."""
+    """Overrides of the SFT stage, each one quoted: `'upstream.sft=["algo.lr=3e-3"]'`."""
     reward: list[str] = field(default_factory=list)
     """Overrides of the reward-model stage (PPO with a learned reward)."""
 
@@ -435,7 +573,7 @@ class TrainConfig:
     """Lightning callbacks, name -> `_target_` config."""
     paths: PathsConfig = field(default_factory=PathsConfig)
     """Run and cache folders."""
-    seed: int = 0
+    seed: int = _seed(0)
     """Global seed: data split and order, initialisation, sampling."""
     run_name: str = MISSING
     """Name of this run in logs and reports."""
@@ -513,7 +651,8 @@ _BOUNDS = {
 
 
 def check_ranges(node: Any, prefix: str = "") -> list[str]:
-    """Every range violation under a dataclass instance, as ``"key: message"`` lines."""
+    """Every violation of a field's metadata rules under a dataclass instance (bounds,
+    ``choices``, ``length``, ``rule``), as ``"key: message"`` lines; None is never checked."""
     problems: list[str] = []
     if not dataclasses.is_dataclass(node):
         return problems
@@ -522,17 +661,89 @@ def check_ranges(node: Any, prefix: str = "") -> list[str]:
         key = f"{prefix}{spec.name}"
         if dataclasses.is_dataclass(value):
             problems += check_ranges(value, key + ".")
+        elif value is not None:
+            problems += [f"{key}: {problem}" for problem in _value_problems(value, spec.metadata)]
+    return problems
+
+
+def _value_problems(value: Any, rules: Mapping[str, Any]) -> list[str]:
+    """What breaks the field rules ``rules`` in one value (a sequence: in each of its items)."""
+    if "choices" in rules and value not in rules["choices"]:
+        return [f"must be one of {', '.join(map(str, rules['choices']))}; got {value!r}"]
+    problem = rules["rule"](value) if "rule" in rules else None
+    if problem:
+        return [problem]
+    if not isinstance(value, (list, tuple)):
+        return _bound_problems(value, rules)
+    if "length" in rules and len(value) != rules["length"]:
+        return [f"must hold exactly {rules['length']} values, got {list(value)}"]
+    return [problem for item in value for problem in _bound_problems(item, rules)]
+
+
+def _bound_problems(value: Any, rules: Mapping[str, Any]) -> list[str]:
+    """The ``gt``/``ge``/``lt``/``le`` bounds a number breaks (non-numbers pass)."""
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        return []
+    if isinstance(value, float) and not math.isfinite(value):
+        return [f"must be finite, got {value}"]
+    return [
+        f"must be {_BOUNDS[name][1].format(bound)}, got {value}"
+        for name, bound in rules.items()
+        if name in _BOUNDS and not _BOUNDS[name][0](value, bound)
+    ]
+
+
+def unknown_keys(node: DictConfig, schema: type, prefix: str = "") -> list[str]:
+    """Keys of ``node``, nested ones included, that the dataclass ``schema`` does not declare.
+
+    OmegaConf's own check misses keys added with ``+`` (Hydra adds them with the struct flag
+    off), so ``+algo.betta=0.1`` would otherwise reach training and be ignored there.
+    """
+    declared = typing.get_type_hints(schema)
+    problems = []
+    for key in node:
+        if key not in declared:
+            close = difflib.get_close_matches(str(key), declared, n=1)
+            hint = f"; did you mean {close[0]}?" if close else ""
+            problems.append(
+                f"{prefix}{key}: unknown key ({schema.__name__} has no such field{hint})"
+            )
+        elif dataclasses.is_dataclass(declared[key]) and OmegaConf.is_dict(node[key]):
+            problems += unknown_keys(node[key], declared[key], f"{prefix}{key}.")
+    return problems
+
+
+def _unknown_keys_of_job(cfg: DictConfig, algo_schema: type) -> list[str]:
+    """Unknown keys anywhere in a job's config: the typed groups, `algo` and `trainer`."""
+    problems = unknown_keys(cfg, TrainConfig)
+    for key, schema in (("algo", algo_schema), ("trainer", TrainerConfig)):
+        if not OmegaConf.is_missing(cfg, key) and OmegaConf.is_dict(cfg[key]):
+            problems += unknown_keys(cfg[key], schema, f"{key}.")
+    return problems
+
+
+def _typed_block(key: str, schema: type, node: DictConfig) -> Any:
+    """``cfg.<key>`` (interpolations resolved) as a ``schema`` instance; errors name the key."""
+    values = OmegaConf.to_container(node, resolve=True)
+    merged = OmegaConf.merge({key: OmegaConf.structured(schema)}, {key: values})
+    return OmegaConf.to_object(merged[key])
+
+
+def _check_targets(cfg: TrainConfig) -> list[str]:
+    """Loggers and callbacks: a mapping of names to `_target_` configs (or null to drop one)."""
+    problems = []
+    for group in ("logger", "callbacks"):
+        entries = getattr(cfg, group)
+        if entries is None:
             continue
-        if value is None or isinstance(value, bool) or not isinstance(value, (int, float)):
+        if not isinstance(entries, Mapping):
+            problems.append(f"{group}: must map names to `_target_` configs, got {entries!r}")
             continue
-        if isinstance(value, float) and not math.isfinite(value):
-            problems.append(f"{key}: must be finite, got {value}")
-            continue
-        for name, bound in spec.metadata.items():
-            if name in _BOUNDS:
-                holds, text = _BOUNDS[name]
-                if not holds(value, bound):
-                    problems.append(f"{key}: must be {text.format(bound)}, got {value}")
+        for name, entry in entries.items():
+            if entry is not None and not (isinstance(entry, Mapping) and "_target_" in entry):
+                problems.append(
+                    f"{group}.{name}: must be a `_target_` config or null, got {entry!r}"
+                )
     return problems
 
 
@@ -555,41 +766,99 @@ def _check_cross_field(cfg: TrainConfig) -> list[str]:
     if adapter and not cfg.peft.enabled:
         problems.append("algo.reference: `adapter` needs a LoRA policy; set peft=lora")
     if isinstance(cfg.algo, PPOConfig):
-        if cfg.algo.memory_mode == MemoryMode.shared_lora and cfg.algo.critic_init != "policy":
-            problems.append(
-                "algo.critic_init: shared_lora's critic is an adapter on the SFT "
-                "base; set algo.critic_init=policy"
-            )
-        if cfg.algo.reward == RewardSource.gold and cfg.data.source != DataSource.task:
-            problems.append("algo.reward: `gold` needs a built-in task (data=exact or long)")
-        rollouts = cfg.data.batch_size * cfg.algo.samples_per_prompt
-        if rollouts % cfg.algo.num_minibatches:
-            problems.append(
-                f"algo.num_minibatches: must divide the rollout batch "
-                f"(data.batch_size x algo.samples_per_prompt = {rollouts})"
-            )
+        problems += _check_ppo(cfg, cfg.algo)
     return problems
+
+
+def _check_ppo(cfg: TrainConfig, algo: PPOConfig) -> list[str]:
+    """PPO's rules across fields: critic initialisation, the gold reward, minibatch sizes."""
+    problems = []
+    if algo.memory_mode == MemoryMode.shared_lora and algo.critic_init != CriticInit.policy:
+        problems.append(
+            "algo.critic_init: shared_lora's critic is an adapter on the SFT "
+            "base; set algo.critic_init=policy"
+        )
+    if algo.reward == RewardSource.gold:
+        if cfg.data.source != DataSource.task:
+            problems.append("algo.reward: `gold` needs a built-in task (data=exact or long)")
+        if algo.critic_init == CriticInit.reward:
+            problems.append(
+                "algo.critic_init: `reward` needs a learned reward model, which algo.reward=gold "
+                "does not train; set algo.critic_init=policy"
+            )
+    rollouts = cfg.data.batch_size * algo.samples_per_prompt
+    if rollouts % algo.num_minibatches:
+        problems.append(
+            f"algo.num_minibatches: must divide the rollout batch "
+            f"(data.batch_size x algo.samples_per_prompt = {rollouts})"
+        )
+    return problems
+
+
+def _raise_if(problems: list[str]) -> None:
+    """Raise one ConfigError listing every problem, if there is any."""
+    if problems:
+        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
 
 
 def validate(cfg: DictConfig) -> TrainConfig:
     """Check a composed config and return it as typed objects; raise ConfigError naming keys.
 
-    The algorithm block is re-checked against the schema of its own `algo.name`, so a field that
-    only PPO has cannot slip into a DPO run, and a misspelt key fails instead of being ignored.
+    No key may be one its schema lacks, so a misspelt key fails instead of being ignored; the
+    algorithm block is checked against the schema of its own `algo.name`, so a field that only
+    PPO has cannot slip into a DPO run; the `trainer` block against :class:`TrainerConfig`.
+    Cross-field rules run once every value is in range.
     """
     algo_name = cfg.algo.get("name")
     if algo_name not in ALGO_SCHEMAS:
         raise ConfigError(
             f"algo.name: unknown algorithm {algo_name!r}; one of {sorted(ALGO_SCHEMAS)}"
         )
-    algo_schema = OmegaConf.structured(ALGO_SCHEMAS[algo_name])
+    algo_schema = ALGO_SCHEMAS[algo_name]
+    _raise_if(_unknown_keys_of_job(cfg, algo_schema))
     try:
-        algo = OmegaConf.merge(algo_schema, cfg.algo)
         typed: TrainConfig = OmegaConf.to_object(cfg)  # type: ignore[assignment]
+        typed.algo = _typed_block("algo", algo_schema, cfg.algo)
+        trainer = _typed_block("trainer", TrainerConfig, cfg.trainer)
     except Exception as error:  # omegaconf's errors carry the full key
         raise ConfigError(str(error)) from error
-    typed.algo = OmegaConf.to_object(algo)
-    problems = check_ranges(typed) + _check_cross_field(typed)
-    if problems:
-        raise ConfigError("invalid configuration:\n  " + "\n  ".join(problems))
+    _raise_if(check_ranges(typed) + check_ranges(trainer, "trainer.") + _check_targets(typed))
+    _raise_if(_check_cross_field(typed))
     return typed
+
+
+# ------------------------------------------------------------------------------ local inputs
+def _looks_like_path(name: str) -> bool:
+    """Whether a model or data name means a local path rather than a hub id (`org/name`): it
+    starts with `/`, `./`, `../` or `~`, has more than one `/`, or its first part exists here."""
+    if name.startswith(("/", "./", "../", "~")) or name in (".", ".."):
+        return True
+    return name.count("/") > 1 or ("/" in name and Path(name.split("/")[0]).exists())
+
+
+def _missing_inputs(cfg: TrainConfig) -> list[str]:
+    """Local files and folders the config names that are not there, as ``"key: ..."`` lines."""
+    data = cfg.data
+    problems = []
+    pattern = str(Path(data.path or "").expanduser())
+    if data.source == DataSource.files and not glob.glob(pattern, recursive=True):
+        problems.append(f"data.path: no file matches {data.path!r}")
+    named = {
+        "model.name_or_path": cfg.model.name_or_path,
+        "model.tokenizer": cfg.model.tokenizer,
+        "upstream.sft_policy": cfg.upstream.sft_policy,
+        "upstream.reward_model": cfg.upstream.reward_model,
+    }
+    if data.source in (DataSource.hub, DataSource.disk):
+        named["data.path"] = data.path
+    for key, name in named.items():
+        local = key == "data.path" and data.source == DataSource.disk
+        if name and (local or _looks_like_path(name)) and not Path(name).expanduser().exists():
+            problems.append(f"{key}: no such file or folder {name!r}")
+    return problems
+
+
+def validate_inputs(cfg: TrainConfig) -> None:
+    """Raise ConfigError, naming keys, when a local input of a validated config is missing:
+    data files (a glob must match), a `save_to_disk` folder, model or upstream folders."""
+    _raise_if(_missing_inputs(cfg))
