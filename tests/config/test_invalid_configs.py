@@ -34,7 +34,7 @@ from leash.config import (
     TrainerConfig,
 )
 
-COMPOSING = Path(__file__).with_name("composing.py")
+COMPOSING = Path(__file__).resolve().parents[1] / "composing.py"
 
 
 class Case(NamedTuple):
@@ -196,7 +196,7 @@ VALID = [
     ),
     ("debug=fast", "trainer.limit_val_batches=2.0", "+trainer.strategy=ddp_spawn"),
     ("trainer=ddp_cpu", "trainer.strategy=DDP", "trainer.deterministic=warn"),
-    ("trainer=fsdp", "callbacks.evaluation=null", "logger=none"),
+    ("trainer=fsdp", "eval.enabled=false", "logger=none"),
     ("upstream.sft_policy=org/name", "upstream.reward_model=./reward_model"),
     ("model=gpt2", "model.tokenizer=org/tokenizer"),
     ("data=files", "data.path=pairs-*.jsonl"),

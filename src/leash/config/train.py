@@ -1,0 +1,111 @@
+"""The composed job config (`TrainConfig`), the evaluator block, and the ConfigStore."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, OmegaConf
+
+from leash.config.algo import ALGO_SCHEMAS, lightning_clip, optimizer_steps
+from leash.config.data import DataConfig
+from leash.config.fields import non_negative, positive, seed_field
+from leash.config.model import ModelConfig, PeftConfig
+
+
+@dataclass
+class EvalConfig:
+    """The common evaluator: every algorithm's policy sampled and scored with these settings."""
+
+    enabled: bool = True
+    """Evaluate the policy after every validation; off skips sampling (faster sweeps)."""
+    num_samples: int = positive(8)
+    """Responses sampled per held-out prompt."""
+    max_new_tokens: int = positive(64)
+    """Longest sampled response (a built-in task uses its own response length limit)."""
+    temperature: float = positive(1.0)
+    """Sampling temperature (1 samples the policy itself)."""
+    seed: int = 1234
+    """Seed of the sampling stream: every evaluation sees the same random numbers."""
+    max_prompts: int | None = field(default=64, metadata={"gt": 0})
+    """Evaluate on at most this many held-out prompts (the first ones); None uses all."""
+    batch_size: int = positive(256)
+    """Rows per generation / scoring batch."""
+    table_rows: int = non_negative(16)
+    """Sampled responses kept in ``eval_samples.jsonl`` and the W&B samples table."""
+
+
+
+
+@dataclass
+class PathsConfig:
+    """Where runs and cached artifacts go."""
+
+    output_dir: str | None = MISSING
+    """This run's folder (checkpoints, metrics.json, logs); null only in `--cfg job --resolve`."""
+    cache_dir: str = MISSING
+    """Artifact cache shared by runs: SFT checkpoints, generated data, reward models."""
+
+
+@dataclass
+class UpstreamConfig:
+    """Where a run's upstream artifacts come from, and how they are built when not cached."""
+
+    sft_policy: str | None = None
+    """Start from this policy (folder or hub name) instead of the SFT stage's cached policy."""
+    reward_model: str | None = None
+    """Score PPO rollouts with this reward model (folder) instead of the cached reward stage."""
+    sft: list[str] = field(default_factory=list)
+    """Overrides of the SFT stage, each one quoted: `'upstream.sft=["algo.lr=3e-3"]'`."""
+    reward: list[str] = field(default_factory=list)
+    """Overrides of the reward-model stage (PPO with a learned reward)."""
+
+
+@dataclass
+class TrainConfig:
+    """The composed configuration of one `leash train` job."""
+
+    algo: Any = MISSING
+    """Algorithm and its hyperparameters (schema chosen by the `algo` group option)."""
+    model: ModelConfig = field(default_factory=ModelConfig)
+    """Model for every role, and how to load it."""
+    peft: PeftConfig = field(default_factory=PeftConfig)
+    """Optional LoRA adapter."""
+    data: DataConfig = field(default_factory=DataConfig)
+    """Preference data shared by every algorithm."""
+    eval: EvalConfig = field(default_factory=EvalConfig)
+    """Settings of the common evaluator."""
+    trainer: Any = MISSING
+    """Lightning Trainer arguments (`_target_: lightning.Trainer`)."""
+    logger: Any = None
+    """Lightning loggers, name -> `_target_` config."""
+    callbacks: Any = None
+    """Lightning callbacks, name -> `_target_` config."""
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    """Run and cache folders."""
+    seed: int = seed_field(0)
+    """Global seed: data split and order, initialisation, sampling."""
+    run_name: str = MISSING
+    """Name of this run in logs and reports."""
+    resume: bool = True
+    """Resume from the run folder's last checkpoint when one exists."""
+    upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
+    """How upstream artifacts (SFT policy, reward model) are built when the cache lacks them."""
+
+
+
+
+def register_configs() -> None:
+    """Put the schemas in Hydra's ConfigStore (YAML files extend them through their defaults)
+    and the resolvers that derive Trainer sizes from the algorithm block."""
+    for name, function in (
+        ("leash.optimizer_steps", optimizer_steps),
+        ("leash.lightning_clip", lightning_clip),
+    ):
+        if not OmegaConf.has_resolver(name):
+            OmegaConf.register_new_resolver(name, function)
+    store = ConfigStore.instance()
+    store.store(name="train_schema", node=TrainConfig)
+    for schema in set(ALGO_SCHEMAS.values()):  # algo/<name>.yaml extends schema/algo/<Schema>
+        store.store(group="schema/algo", name=schema.__name__, node=schema)
