@@ -219,7 +219,8 @@ class EvaluatedTinyModule(TinyModule):
         step = self.global_step
         metrics = {"eval/exact_kl": 0.1 * step, "eval/exact_gold_reward": 0.2 + step}
         self.log_dict(metrics)
-        samples = [SampleRow(f"p{i}", f"r{i}", 0.5 * i, None, -0.1 * i) for i in range(3)]
+        samples = [SampleRow(f"p{i}", f"r{i}", 0.5 * i, None, None, i + 1, -0.1 * i)
+                   for i in range(3)]
         curve = Frontier(np.array([np.inf, 1.0, 0.1]), np.array([0.0, 0.5, 2.0]),
                          np.array([0.1, 0.6, 0.9]))
         self.last_evaluation = Evaluation(metrics, samples, curve)
@@ -263,8 +264,10 @@ def test_metrics_config_samples_and_frontier_reach_wandb(tmp_path):
     assert len(tables) == 2 and len(run.values("eval/frontier/path")) == 2
     table = json.loads((run.folder / "files" / tables[-1]).read_text())
     assert table["columns"] == SAMPLE_COLUMNS
-    assert table["data"] == [[f"p{i}", f"r{i}", 0.5 * i, None, pytest.approx(-0.1 * i), 4]
-                             for i in range(3)]
+    assert table["data"] == [
+        [f"p{i}", f"r{i}", 0.5 * i, None, None, i + 1, pytest.approx(-0.1 * i), 4]
+        for i in range(3)
+    ]
     image = run.folder / "files" / run.values("eval/frontier/path")[-1]
     assert image.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

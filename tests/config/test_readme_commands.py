@@ -14,8 +14,8 @@ import shlex
 from pathlib import Path
 
 import pytest
-from composing import composer, job_error
 
+from composing import composer, job_error
 from leash.pipeline.compare import NEEDS_GOLD_REWARD, STAGES
 from leash.pipeline.compare import _parser as compare_parser
 from leash.pipeline.overrides import route_by_prefix

@@ -249,3 +249,29 @@ def test_glob_of_files(tok, tmp_path):
     write_jsonl(tmp_path / "part-1.jsonl", rows[20:])
     data = module(tok, config(str(tmp_path / "part-*.jsonl")))
     assert len(data.pairs("train")) + len(data.pairs("eval")) == len(rows)
+
+
+def test_rollout_prompts_come_in_full_batches_and_the_rest_is_logged(tok, tmp_path, caplog):
+    # 12 prompts, 3 held out: 9 train prompts in batches of 4 -> 2 full batches, 1 left out.
+    data = module(tok, config(write_jsonl(tmp_path / "p.jsonl", preference_rows())), "prompts")
+    assert len(data.prompts("train")) == 9
+    with caplog.at_level("INFO", logger="leash.data.datamodule"):
+        batches = list(data.train_dataloader())
+    assert [len(batch) for batch in batches] == [4, 4]
+    assert "each epoch's last 1" in caplog.text
+    # Reshuffled every epoch: the prompt left out changes, so every prompt takes its turn.
+    seen = set()
+    loader = data.train_dataloader()
+    for _ in range(6):
+        seen |= {int(i) for batch in loader for i in batch.index}
+    assert seen == set(range(9))
+    # Pair batches are not cut: DPO and the reward model train on every pair.
+    pairs = module(tok, config(write_jsonl(tmp_path / "p.jsonl", preference_rows())))
+    assert sum(len(b) for b in pairs.train_dataloader()) == len(pairs.pairs("train"))
+
+
+def test_fewer_rollout_prompts_than_one_batch_is_a_clear_error(tok, tmp_path):
+    cfg = config(write_jsonl(tmp_path / "p.jsonl", preference_rows()), batch_size=16)
+    data = module(tok, cfg, "prompts")
+    with pytest.raises(ValueError, match="data.batch_size: 16 rollout prompts"):
+        data.train_dataloader()

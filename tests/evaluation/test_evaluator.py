@@ -77,3 +77,55 @@ def test_evaluation_is_reproducible_and_leaves_training_mode(task):
     assert first.metrics == second.metrics
     assert [r.response for r in first.samples] == [r.response for r in second.samples]
     assert policy.training
+
+
+def test_a_judge_with_its_own_tokenizer_scores_the_decoded_samples(tmp_path):
+    """Real data: a byte-level policy, a ChatML judge. Every sample's judge score is the judge
+    model's own output on the decoded response re-rendered in its chat format."""
+    from helpers import JUDGE_PROMPTS, direct_score, save_judge
+    from leash.models.judge import Judge, conversation
+    from leash.models.tokenizers import build_byte_tokenizer
+    from tokenizer_zoo import chatml_like
+
+    tokenizer = build_byte_tokenizer()
+    folder = save_judge(chatml_like(), tmp_path / "judge")
+    judge = Judge.load(str(folder))
+    context = EvalContext(tokenizer, JUDGE_PROMPTS, judge=judge)
+    settings = EvalConfig(num_samples=3, max_new_tokens=6, table_rows=100)
+    torch.manual_seed(0)
+    policy = GPT2LMHeadModel(GPT2Config(vocab_size=len(tokenizer), n_embd=32, n_layer=1,
+                                        n_head=2, n_positions=256))
+    result = PolicyEvaluator(context, settings).evaluate(policy)
+    assert len(result.samples) == 9
+    direct = []
+    for row in result.samples:
+        response = row.response.removesuffix(" [cut]")
+        text = judge.tokenizer.apply_chat_template(conversation(row.prompt, response),
+                                                   tokenize=False)
+        direct.append(direct_score(folder, text, add_special_tokens=False))
+        assert row.judge_score == pytest.approx(direct[-1], abs=1e-5)
+    assert result.metrics["eval/judge_score"] == pytest.approx(sum(direct) / 9, abs=1e-6)
+    # The policy is its own reference here: its samples tie with themselves.
+    assert result.metrics["eval/win_rate"] == 0.5
+    assert result.metrics["eval/reference_judge_score"] == result.metrics["eval/judge_score"]
+    assert "eval/rm_score" not in result.metrics and "eval/gold_reward" not in result.metrics
+
+
+def test_win_rate_and_reference_scores_against_a_different_reference(task):
+    tokenizer = task.tokenizer()
+    policy, reference = tiny_lm(len(tokenizer), 0), tiny_lm(len(tokenizer), 1)
+    context = EvalContext(tokenizer, task.heldout_prompts, task=task,
+                          reference=FrozenCopy(reference))
+    metrics = PolicyEvaluator(context, EvalConfig(num_samples=64)).evaluate(policy).metrics
+    alone = PolicyEvaluator(EvalContext(tokenizer, task.heldout_prompts, task=task),
+                            EvalConfig(num_samples=64)).evaluate(reference).metrics
+    # The reference's samples are exactly those it gets when evaluated alone (same stream).
+    assert metrics["eval/reference_gold_reward"] == alone["eval/gold_reward"]
+    assert metrics["eval/reference_response_length"] == alone["eval/response_length"]
+    assert alone["eval/gold_win_rate"] == 0.5
+    # The gold win rate is a fraction with a positive standard error over prompts; it leans the
+    # way the mean gold rewards differ.
+    rate, error = metrics["eval/gold_win_rate"], metrics["eval/gold_win_rate_se"]
+    assert 0 < rate < 1 and error > 0
+    better = metrics["eval/gold_reward"] > metrics["eval/reference_gold_reward"]
+    assert (rate > 0.5) == better

@@ -40,7 +40,7 @@ from leash.data.types import PromptBatch
 from leash.losses.ppo import gae, masked_mean, masked_var, masked_whiten, shape_rewards
 from leash.models.policy_critic import build_policy_critic
 from leash.models.tiny import write_tiny_checkpoint
-from leash.modules.ppo import NonFiniteError, PPOModule
+from leash.modules.ppo import NonFiniteError, PPOModule, minibatch_size
 from leash.rollout.advantages import advantages, shape
 from leash.rollout.rewards import GoldTaskReward
 from leash.rollout.rollout import Rollout
@@ -239,7 +239,9 @@ def _whiten_in_process(rank: int, port: int, parts: list[Rollout], out) -> None:
         return tensor
 
     part = parts[rank]
-    out.put((rank, masked_whiten(part.values, part.response_mask, sum_fn=all_reduce)))
+    whitened = masked_whiten(part.values, part.response_mask, sum_fn=all_reduce)
+    # Plain lists: a tensor would travel as shared memory that vanishes when this process exits.
+    out.put((rank, whitened.tolist()))
     torch.distributed.destroy_process_group()
 
 
@@ -258,7 +260,7 @@ def test_whitening_across_two_processes_equals_whitening_the_whole_batch():
     for worker in workers:
         worker.join(timeout=60)
     expected = masked_whiten(whole.values, whole.response_mask)
-    torch.testing.assert_close(torch.cat([results[0], results[1]]), expected)
+    torch.testing.assert_close(torch.tensor(results[0] + results[1]), expected)
 
 
 class RankReport(lightning.Callback):
@@ -336,20 +338,13 @@ def test_nan_keeps_the_last_checkpoint_from_the_last_good_iteration(task, checkp
 
 
 # ---------------------------------------------------------------------------------------- sizes
-def test_sizes_divide_exactly_or_fail_before_the_first_rollout(task, checkpoint):
+def test_sizes_divide_exactly_or_fail_naming_the_keys():
     assert optimizer_steps(make_algo(max_steps=3, ppo_epochs=2, num_minibatches=4)) == 24
     assert exact_div(12, 4, "rows") == 3
     with pytest.raises(ValueError, match="rows: 10 does not split exactly into 4"):
         exact_div(10, 4, "rows")
-    counter = PoisonedReward(task, poison_from=10**9)
-    module = make_module(task, checkpoint, make_algo(samples_per_prompt=1), reward_fn=counter)
-    # 10 prompts in batches of 4: the last batch (2 prompts) still splits into 2 minibatches,
-    # but 9 prompts leave a batch of 1 that does not: the run fails before sampling anything.
-    fit(module, prompt_loader(task, batch_size=4, prompts=10), max_steps=1)
-    calls = counter.calls
-    with pytest.raises(ValueError, match="num_minibatches"):
-        fit(module, prompt_loader(task, batch_size=4, prompts=9), max_steps=1)
-    assert counter.calls == calls > 0
+    with pytest.raises(ValueError, match="algo.num_minibatches"):
+        minibatch_size(6, 4)
 
 
 # ----------------------------------------------------------------------------------- learning

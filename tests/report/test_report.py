@@ -16,7 +16,16 @@ import pytest
 from leash.report.main import main
 from leash.report.plots import plot_frontier, points_above_frontier
 from leash.report.runs import load_runs
-from leash.report.table import COLUMNS, MIB, row, to_csv, to_json, to_markdown, write_reports
+from leash.report.table import (
+    COLUMNS,
+    MIB,
+    row,
+    shown_columns,
+    to_csv,
+    to_json,
+    to_markdown,
+    write_reports,
+)
 
 CONFIG = """\
 algo:
@@ -188,7 +197,7 @@ def test_csv_json_markdown_agree(multirun: Path) -> None:
     assert len(csv_rows) == len(json_runs) == len(md_rows) == len(runs)
     for csv_row, json_run, md_row in zip(csv_rows, json_runs, md_rows, strict=True):
         assert json_run["metrics"] == next(r for r in runs if r.name == json_run["name"]).metrics
-        for column, md_cell in zip(COLUMNS, md_row, strict=True):
+        for column, md_cell in zip(shown_columns(runs), md_row, strict=True):
             value = json_run["row"][column.header]
             assert md_cell == column.text(value)
             if value is None:
@@ -197,7 +206,12 @@ def test_csv_json_markdown_agree(multirun: Path) -> None:
                 assert float(csv_row[column.header]) == value
             else:
                 assert csv_row[column.header] == value
-    assert md_rows[1][2] == "0.250" and md_rows[1][8] == "3"
+    headers = [c.header for c in shown_columns(runs)]
+    assert md_rows[1][headers.index(COLUMNS[2].header)] == "0.250"
+    assert md_rows[1][8] == "3"
+    # The markdown leaves out exactly the columns no run has a value in (CSV keeps them all).
+    hidden = [c for c in COLUMNS if c.header not in headers]
+    assert hidden and all(run["row"][c.header] is None for c in hidden for run in json_runs)
 
 
 def test_write_reports_atomically(multirun: Path, tmp_path: Path) -> None:

@@ -97,7 +97,7 @@ def test_samples_fields_are_consistent(task: SyntheticTask) -> None:
     samples = sample_responses(
         tiny_model(len(tokenizer)),
         tokenizer,
-        task.prompts[:2],
+        [tokenizer(prompt)["input_ids"] for prompt in task.prompts[:2]],
         50,
         3,
         generator=torch.Generator().manual_seed(0),

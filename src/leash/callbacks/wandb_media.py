@@ -3,7 +3,7 @@
 After every new evaluation of the module's policy (its ``last_evaluation``, see
 :mod:`leash.modules.evaluated`) this callback logs, through the Trainer's WandbLogger:
 - ``eval/samples``: a ``wandb.Table`` of the sampled responses (prompt, response, gold_reward,
-  rm_score, log_ratio, step), the evaluation's ``eval.table_rows`` rows;
+  rm_score, judge_score, length, log_ratio, step), the evaluation's ``eval.table_rows`` rows;
 - ``eval/frontier`` (exact task only): a ``wandb.Image`` of the evaluation's optimal reward-KL
   curve with this run's (``eval/exact_kl``, ``eval/exact_gold_reward``) points so far.
 """
@@ -19,7 +19,8 @@ from matplotlib.figure import Figure
 from leash.evaluation.evaluator import Evaluation
 from leash.evaluation.oracle import Frontier
 
-SAMPLE_COLUMNS = ["prompt", "response", "gold_reward", "rm_score", "log_ratio", "step"]
+SAMPLE_COLUMNS = ["prompt", "response", "gold_reward", "rm_score", "judge_score", "length",
+                  "log_ratio", "step"]
 POINT_METRICS = ("eval/exact_kl", "eval/exact_gold_reward")
 
 
@@ -63,7 +64,7 @@ class WandbEvalMedia(lightning.Callback):
 
         step = trainer.global_step
         rows = [
-            [row.prompt, row.response, row.gold_reward, row.rm_score, row.log_ratio, step]
+            [*(getattr(row, name) for name in SAMPLE_COLUMNS[:-1]), step]
             for row in evaluation.samples
         ]
         media = {"eval/samples": wandb.Table(columns=SAMPLE_COLUMNS, data=rows)}

@@ -34,8 +34,13 @@ class EvalConfig:
     """Rows per generation / scoring batch."""
     table_rows: int = non_negative(16)
     """Sampled responses kept in ``eval_samples.jsonl`` and the W&B samples table."""
-
-
+    proxy_reward: bool | None = None
+    """Score samples with the learned reward model PPO optimises (`eval/rm_score`), building it
+    (cached) if needed; None: on real data only. The SFT run itself never can (the reward model
+    is trained from it): every later run reports the SFT samples' score as `reference_rm_score`."""
+    judge: str | None = None
+    """An independent reward model (hub name or folder, its own tokenizer and chat format) that
+    scores every policy's samples (`eval/judge_score`) and decides `eval/win_rate`."""
 
 
 @dataclass

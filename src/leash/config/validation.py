@@ -228,6 +228,7 @@ def _missing_inputs(cfg: TrainConfig) -> list[str]:
         "model.tokenizer": cfg.model.tokenizer,
         "upstream.sft_policy": cfg.upstream.sft_policy,
         "upstream.reward_model": cfg.upstream.reward_model,
+        "eval.judge": cfg.eval.judge,
     }
     if data.source in (DataSource.hub, DataSource.disk):
         named["data.path"] = data.path

@@ -231,11 +231,36 @@ class PreferenceDataModule(L.LightningDataModule):
     # ------------------------------------------------------------------------- dataloaders
     def train_dataloader(self) -> DataLoader:
         """The train split in the view's batches, shuffled by a seeded generator (unless
-        ``data.shuffle`` is off)."""
+        ``data.shuffle`` is off).
+
+        Rollout prompts (the ``prompts`` view) come in full batches only: a PPO iteration splits
+        its rollout batch into exact minibatches, so the last partial batch of each epoch is
+        dropped (and logged); reshuffled every epoch, every prompt still takes its turn.
+        """
         generator = torch.Generator().manual_seed(self.seed)
-        return self._loader(
-            "train", self.cfg.batch_size, shuffle=self.cfg.shuffle, generator=generator
+        loader = self._loader(
+            "train", self.cfg.batch_size, shuffle=self.cfg.shuffle, generator=generator,
+            drop_last=self.view == "prompts",
         )
+        if self.view == "prompts":
+            self._report_dropped_prompts(loader)
+        return loader
+
+    def _report_dropped_prompts(self, loader: DataLoader) -> None:
+        """Fail when no full batch of rollout prompts exists; log how many each epoch drops."""
+        rows = len(loader.sampler)  # this process's prompts per epoch
+        if rows < self.cfg.batch_size:
+            raise ValueError(
+                f"data.batch_size: {self.cfg.batch_size} rollout prompts per batch, but this "
+                f"process has only {rows} train prompts; lower data.batch_size"
+            )
+        dropped = rows % self.cfg.batch_size
+        if dropped:
+            log.info(
+                "data: %d train prompts per process in batches of %d: each epoch's last %d "
+                "(reshuffled every epoch) are left out of the rollouts", rows,
+                self.cfg.batch_size, dropped,
+            )
 
     def val_dataloader(self) -> DataLoader:
         """The eval split in the view's batches, in order."""
@@ -246,7 +271,12 @@ class PreferenceDataModule(L.LightningDataModule):
         return self._loader(split, self.cfg.eval_batch_size, shuffle=False, generator=None)
 
     def _loader(
-        self, split: Split, batch_size: int, shuffle: bool, generator: torch.Generator | None
+        self,
+        split: Split,
+        batch_size: int,
+        shuffle: bool,
+        generator: torch.Generator | None,
+        drop_last: bool = False,
     ) -> DataLoader:
         if self.view == "pairs":
             dataset: list = self.pairs(split)
@@ -269,6 +299,7 @@ class PreferenceDataModule(L.LightningDataModule):
             sampler=sampler,
             generator=generator,
             collate_fn=collate,
+            drop_last=drop_last,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
         )

@@ -1,9 +1,16 @@
 """The common evaluator: every algorithm's policy measured the same way on the same prompts.
 
 It samples responses to held-out prompts with fixed settings and a fixed seed, then reports
-what the policy buys (gold reward, learned-RM score) and how far it moved (sequence-level KL to
-the reference on the samples, k1 and k3). On the enumerable task it also reports the exact KL,
-the exact expected gold reward and the gap to the exact optimal reward-KL frontier.
+what the policy buys and how far it moved:
+
+- scores of the samples (:mod:`leash.evaluation.scores`): the task's gold reward, the proxy
+  reward model (``eval/rm_score``), an independent judge (``eval/judge_score``), and the
+  response length beside them;
+- the same scores of the reference's samples (drawn once, with the same random stream, so the
+  SFT policy evaluated alone gets exactly these samples) and the **win rate** of the policy's
+  samples against them (:mod:`leash.evaluation.win_rate`);
+- the sequence-level KL to the reference on the samples (k1 and k3); on the enumerable task the
+  exact KL, the exact expected gold reward and the gap to the exact optimal reward-KL frontier.
 """
 
 from __future__ import annotations
@@ -16,6 +23,7 @@ from transformers import PreTrainedTokenizerBase
 
 from leash.config import EvalConfig
 from leash.data.tasks import SyntheticTask
+from leash.data.types import Samples
 from leash.evaluation.oracle import (
     MAX_RESPONSES,
     ExactDistribution,
@@ -27,7 +35,9 @@ from leash.evaluation.oracle import (
     frontier_gap,
     optimal_point,
 )
-from leash.models.heads import score_sequences
+from leash.evaluation.scores import SampleScores, Scorers
+from leash.evaluation.win_rate import win_rate
+from leash.models.judge import Judge
 from leash.models.logprobs import response_token_logps
 from leash.models.reference import Reference
 from leash.rollout.generation import sample_responses
@@ -43,13 +53,18 @@ class EvalContext:
 
     tokenizer: PreTrainedTokenizerBase
     prompts: list[str]
-    """Held-out prompts (text)."""
+    """Held-out prompts (text, what a judge reads)."""
+    prompt_ids: list[list[int]] | None = None
+    """The same prompts as the policy's token ids (the data module's encoding, truncation
+    included); None encodes ``prompts`` with the tokenizer."""
     task: SyntheticTask | None = None
     """The built-in task: gold reward, allowed tokens, and (if enumerable) the exact oracle."""
     reference: Reference | None = None
     """The reference policy; None when the evaluated policy is its own reference (SFT)."""
     reward_model: torch.nn.Module | None = None
-    """A learned reward model to score samples with (``eval/rm_score``)."""
+    """The proxy reward model that scores samples (``eval/rm_score``)."""
+    judge: Judge | None = None
+    """An independent judge with its own tokenizer (``eval/judge_score``)."""
 
 
 @dataclass(frozen=True)
@@ -60,6 +75,9 @@ class SampleRow:
     response: str
     gold_reward: float | None
     rm_score: float | None
+    judge_score: float | None
+    length: int
+    """Response tokens, EOS included."""
     log_ratio: float
 
 
@@ -89,13 +107,18 @@ class PolicyEvaluator:
     def __init__(self, context: EvalContext, settings: EvalConfig):
         self.context = context
         self.settings = settings
-        prompts = context.prompts[: settings.max_prompts]
-        self.prompts = prompts
+        self.prompts = context.prompts[: settings.max_prompts]
+        tokenizer = context.tokenizer
+        ids = context.prompt_ids or [tokenizer(p)["input_ids"] for p in context.prompts]
+        self.prompt_ids = ids[: settings.max_prompts]
         task = context.task
         self.allowed_token_ids = task.allowed_token_ids() if task is not None else None
         self.max_new_tokens = (
             task.config.max_response_length if task is not None else settings.max_new_tokens
         )
+        self.scorers = Scorers(tokenizer, task, context.reward_model, context.judge,
+                               settings.batch_size)
+        self._reference_samples: tuple[Samples, SampleScores] | None = None
         self._reference_distribution: ExactDistribution | None = None
         self._frontier: Frontier | None = None
 
@@ -112,52 +135,83 @@ class PolicyEvaluator:
     @torch.no_grad()
     def evaluate(self, policy: torch.nn.Module) -> Evaluation:
         """Sample, score and (on the exact task) enumerate; return metrics and sample rows."""
-        tokenizer, settings = self.context.tokenizer, self.settings
-        device = next(policy.parameters()).device
-        generator = torch.Generator(device=device).manual_seed(settings.seed)
         with evaluating(policy):
-            samples = sample_responses(
-                policy,
-                tokenizer,
-                self.prompts,
-                settings.num_samples,
-                self.max_new_tokens,
-                temperature=settings.temperature,
-                generator=generator,
-                allowed_token_ids=self.allowed_token_ids,
-                batch_size=settings.batch_size,
-            )
-            prompt_ids = [tokenizer(self.prompts[i])["input_ids"] for i in samples.prompt_index]
+            samples = self._sample(policy)
+            prompt_ids = [self.prompt_ids[i] for i in samples.prompt_index]
             policy_logps = self._sequence_logps(policy, prompt_ids, samples.response_ids)
         reference_logps = self._reference_logps(policy, prompt_ids, samples.response_ids)
         log_ratio = policy_logps - reference_logps
+        scores = self._score(samples)
+        reference_samples, reference_scores = self._reference_side(policy, samples, scores)
         metrics = {
             "eval/kl": float(log_ratio.mean()),
             "eval/kl_k3": float((torch.expm1(-log_ratio) + log_ratio).mean()),
             "eval/response_length": sum(map(len, samples.response_ids)) / len(samples),
             "eval/eos_fraction": sum(samples.ended) / len(samples),
+            **score_metrics(scores, reference_scores, samples.prompt_index),
         }
-        gold = self._gold_rewards(prompt_ids, samples.response_ids)
-        if gold is not None:
-            metrics["eval/gold_reward"] = float(gold.mean())
-        scores = self._rm_scores(prompt_ids, samples.response_ids)
-        if scores is not None:
-            metrics["eval/rm_score"] = float(scores.mean())
         curve = None
         if self.oracle is not None:
             exact, curve = self._exact_metrics(policy)
             metrics.update(exact)
-        rows = [
+        rows = self._rows(samples, scores, log_ratio)
+        return Evaluation(metrics, rows, curve)
+
+    def _sample(self, model: torch.nn.Module) -> Samples:
+        """``num_samples`` responses per prompt, from the fixed sampling stream."""
+        settings = self.settings
+        device = next(model.parameters()).device
+        generator = torch.Generator(device=device).manual_seed(settings.seed)
+        return sample_responses(
+            model,
+            self.context.tokenizer,
+            self.prompt_ids,
+            settings.num_samples,
+            self.max_new_tokens,
+            temperature=settings.temperature,
+            generator=generator,
+            allowed_token_ids=self.allowed_token_ids,
+            batch_size=settings.batch_size,
+        )
+
+    def _score(self, samples: Samples) -> SampleScores:
+        prompt_ids = [self.prompt_ids[i] for i in samples.prompt_index]
+        texts = [self.prompts[i] for i in samples.prompt_index]
+        return self.scorers.score(prompt_ids, texts, samples)
+
+    def _reference_side(
+        self, policy: torch.nn.Module, samples: Samples, scores: SampleScores
+    ) -> tuple[Samples, SampleScores]:
+        """The reference's samples and scores: the policy's own when it is its own reference,
+        else drawn once with the same random stream (the reference is frozen)."""
+        if self.context.reference is None:
+            return samples, scores
+        if self._reference_samples is None:
+            with self.context.reference.scope() as reference, evaluating(reference):
+                reference_samples = self._sample(reference)
+            self._reference_samples = reference_samples, self._score(reference_samples)
+        return self._reference_samples
+
+    def _rows(
+        self, samples: Samples, scores: SampleScores, log_ratio: torch.Tensor
+    ) -> list[SampleRow]:
+        """The first ``table_rows`` samples with every score they have."""
+
+        def value(column: torch.Tensor | None, i: int) -> float | None:
+            return None if column is None else float(column[i])
+
+        return [
             SampleRow(
                 prompt=self.prompts[samples.prompt_index[i]],
                 response=samples.text[i] + ("" if samples.ended[i] else " [cut]"),
-                gold_reward=None if gold is None else float(gold[i]),
-                rm_score=None if scores is None else float(scores[i]),
+                gold_reward=value(scores.gold, i),
+                rm_score=value(scores.proxy, i),
+                judge_score=value(scores.judge, i),
+                length=len(samples.response_ids[i]),
                 log_ratio=float(log_ratio[i]),
             )
-            for i in range(min(len(samples), settings.table_rows))
+            for i in range(min(len(samples), self.settings.table_rows))
         ]
-        return Evaluation(metrics, rows, curve)
 
     def _sequence_logps(
         self, model: torch.nn.Module, prompts: list[list[int]], responses: list[list[int]]
@@ -188,29 +242,6 @@ class PolicyEvaluator:
         with self.context.reference.scope() as reference, evaluating(reference):
             return self._sequence_logps(reference, prompts, responses)
 
-    def _gold_rewards(self, prompts, responses) -> torch.Tensor | None:
-        task = self.context.task
-        if task is None:
-            return None
-        pad = self.context.tokenizer.pad_token_id
-        prompt_ids, _ = left_pad(prompts, pad)
-        response_ids, _ = right_pad(responses, pad)
-        return task.gold_reward_ids(prompt_ids, response_ids).double()
-
-    def _rm_scores(self, prompts, responses) -> torch.Tensor | None:
-        model = self.context.reward_model
-        if model is None:
-            return None
-        pad = self.context.tokenizer.pad_token_id
-        device = next(model.parameters()).device
-        sequences = [p + r for p, r in zip(prompts, responses, strict=True)]
-        scores = []
-        with evaluating(model):
-            for start in range(0, len(sequences), self.settings.batch_size):
-                ids, mask = right_pad(sequences[start : start + self.settings.batch_size], pad)
-                scores.append(score_sequences(model, ids.to(device), mask.to(device)).cpu())
-        return torch.cat(scores).double()
-
     # ---------------------------------------------------------------------------------- exact
     def _exact_metrics(self, policy: torch.nn.Module) -> tuple[dict[str, float], Frontier]:
         with evaluating(policy):
@@ -240,3 +271,28 @@ class PolicyEvaluator:
             with self.context.reference.scope() as reference, evaluating(reference):
                 self._reference_distribution = self.oracle.distribution(reference)
         return self._reference_distribution
+
+
+SCORE_NAMES = {"gold": "gold_reward", "proxy": "rm_score", "judge": "judge_score"}
+"""Metric name of each score (``eval/<name>``, ``eval/reference_<name>``)."""
+
+
+def score_metrics(
+    policy: SampleScores, reference: SampleScores, prompt_index: list[int]
+) -> dict[str, float]:
+    """Mean scores of the policy and of the reference, the reference's response length, and
+    the win rates: ``eval/win_rate`` by the judge (else the proxy), ``eval/gold_win_rate`` by
+    the gold reward, each with its standard error over prompts (``..._se``)."""
+    metrics = {"eval/reference_response_length": float(reference.lengths.mean())}
+    for field, name in SCORE_NAMES.items():
+        ours, theirs = getattr(policy, field), getattr(reference, field)
+        if ours is not None:
+            metrics[f"eval/{name}"] = float(ours.mean())
+            metrics[f"eval/reference_{name}"] = float(theirs.mean())
+    comparisons = {"win_rate": (policy.preferred(), reference.preferred()),
+                   "gold_win_rate": (policy.gold, reference.gold)}
+    for name, (ours, theirs) in comparisons.items():
+        if ours is not None:
+            rate, error = win_rate(ours, theirs, prompt_index)
+            metrics[f"eval/{name}"], metrics[f"eval/{name}_se"] = rate, error
+    return metrics

@@ -38,7 +38,6 @@ import functools
 from typing import Any, NamedTuple
 
 import torch
-from torch.utils.data import DataLoader
 
 from leash.config import PPOConfig, exact_div, optimizer_steps, updates_per_step
 from leash.data.types import PromptBatch
@@ -77,8 +76,8 @@ def minibatch_size(rollout_size: int, num_minibatches: int) -> int:
         rollout_size,
         num_minibatches,
         "PPO rollout batch (prompts per process x algo.samples_per_prompt) vs "
-        "algo.num_minibatches; choose data.batch_size so that every batch divides (the last "
-        "batch of an epoch too: the number of train prompts per process)",
+        "algo.num_minibatches (the data module gives full batches only; the config check "
+        "guarantees data.batch_size x algo.samples_per_prompt divides)",
     )
 
 
@@ -318,19 +317,6 @@ class PPOModule(EvaluatedModule):
     # ------------------------------------------------------------------- lightning hooks
     def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
         """Nothing per batch: the loop exists so the evaluator callback runs at its end."""
-
-    def on_train_start(self) -> None:
-        """Fail before the first rollout if some batch of the epoch cannot be split exactly."""
-        loader = self.trainer.train_dataloader
-        if not isinstance(loader, DataLoader) or not loader.batch_size:
-            return
-        rows = len(loader.sampler)  # this process's prompts per epoch
-        full, last = divmod(rows, loader.batch_size)
-        sizes = ({loader.batch_size} if full else set()) | (
-            {last} if last and not loader.drop_last else set()
-        )
-        for prompts in sizes:
-            minibatch_size(prompts * self.algo.samples_per_prompt, self.algo.num_minibatches)
 
     def train(self, mode: bool = True) -> PPOModule:
         """Switch the trained networks' mode; frozen ones stay in eval mode."""

@@ -32,6 +32,10 @@ STAGES = ("sft", "reward", "ppo", "ppo_gt", "dpo")
 NEEDS_GOLD_REWARD = {"ppo_gt"}
 """Stages that only make sense on a built-in task (they score with its gold reward)."""
 
+STAGE_DEFAULTS = {stage: ["eval.proxy_reward=true"] for stage in ("ppo_gt", "dpo")}
+"""Overrides each stage starts from (the user's come after them): every policy trained after
+the reward model is scored by it too, on a built-in task as on real data."""
+
 
 @dataclass(frozen=True)
 class StageResult:
@@ -89,7 +93,7 @@ def main(argv: list[str]) -> int:
     results = []
     for number, stage in enumerate(stages, start=1):
         console.rule(f"[bold]leash compare[/] stage {number}/{len(stages)}: {stage}")
-        result = run_stage(stage, routed[stage], folder / stage)
+        result = run_stage(stage, [*STAGE_DEFAULTS.get(stage, []), *routed[stage]], folder / stage)
         results.append(result)
         verdict = "[green]finished[/]" if result.ok else "[red]failed[/]"
         console.print(f"stage {stage} {verdict} in {result.seconds:.0f} s")

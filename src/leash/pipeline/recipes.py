@@ -32,6 +32,7 @@ from leash.models.factory import (
     load_tokenizer,
     save_policy,
 )
+from leash.models.judge import Judge
 from leash.models.policy_critic import build_policy_critic
 from leash.models.reference import Reference, build_reference
 from leash.modules.dpo import DPOModule, precompute_reference_logps
@@ -61,12 +62,26 @@ def write_artifacts(cfg: TrainConfig, **artifacts: str) -> None:
     path.write_text(json.dumps(artifacts, indent=2))
 
 
-def eval_prompts(stages: Stages, datamodule: PreferenceDataModule) -> list[str]:
-    """Held-out prompts every algorithm is evaluated on: the task's, or the data's eval split."""
+def eval_prompts(
+    stages: Stages, datamodule: PreferenceDataModule
+) -> tuple[list[str], list[list[int]] | None]:
+    """Held-out prompts every algorithm is evaluated on, as texts and (for real data) the data
+    module's token ids: the task's held-out prompts, or the data's eval split."""
     if stages.task is not None:
-        return stages.task.heldout_prompts
+        return stages.task.heldout_prompts, None
     datamodule.setup("fit")
-    return datamodule.eval_prompts()
+    prompts = datamodule.prompts("eval")
+    return [p.prompt for p in prompts], [p.prompt_ids for p in prompts]
+
+
+def proxy_reward_model(stages: Stages, tokenizer) -> torch.nn.Module | None:
+    """The learned reward model that scores every policy's samples, when ``eval.proxy_reward``
+    asks for it (default: on real data, where there is no gold reward)."""
+    settings = stages.cfg.eval
+    wanted = stages.task is None if settings.proxy_reward is None else settings.proxy_reward
+    if not (settings.enabled and wanted):
+        return None
+    return load_scalar_model(stages.reward_model(), stages.cfg.model, tokenizer, trainable=False)
 
 
 def build_evaluator(
@@ -80,18 +95,22 @@ def build_evaluator(
 
     Args:
         reference: π_ref of the evaluated policy; None when the policy is its own reference.
-        reward_model: the learned reward model that scores samples (``eval/rm_score``).
+        reward_model: the proxy reward model; None loads it when ``eval.proxy_reward`` asks.
     """
-    if not stages.cfg.eval.enabled:
+    settings = stages.cfg.eval
+    if not settings.enabled:
         return None
+    texts, ids = eval_prompts(stages, datamodule)
     context = EvalContext(
         tokenizer,
-        eval_prompts(stages, datamodule),
+        texts,
+        prompt_ids=ids,
         task=stages.task,
         reference=reference,
         reward_model=reward_model,
+        judge=Judge.load(settings.judge, settings.batch_size) if settings.judge else None,
     )
-    return PolicyEvaluator(context, stages.cfg.eval)
+    return PolicyEvaluator(context, settings)
 
 
 def allowed_tokens(stages: Stages) -> torch.Tensor | None:
@@ -189,7 +208,9 @@ def run_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
     )
     if reference.precomputed:
         attach_precomputed_reference(stages, datamodule, sft_path, reference)
-    evaluator = build_evaluator(stages, datamodule, tokenizer, reference)
+    evaluator = build_evaluator(
+        stages, datamodule, tokenizer, reference, proxy_reward_model(stages, tokenizer)
+    )
     module = DPOModule(policy, reference, algo, allowed, evaluator)
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
     run_policy = save_final_policy(cfg, trainer, module, tokenizer)
@@ -239,7 +260,9 @@ def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
         datamodule,
         tokenizer,
         policy_critic.reference,
-        reward_model=reward_fn.model if isinstance(reward_fn, LearnedReward) else None,
+        reward_fn.model if isinstance(reward_fn, LearnedReward) else proxy_reward_model(
+            stages, tokenizer
+        ),
     )
     module = PPOModule(
         policy_critic,

@@ -30,7 +30,7 @@ class RunPoint:
     kl: float
     """KL(π ‖ π_ref) in nats."""
     reward: float
-    """Mean gold reward."""
+    """Mean gold reward (on real data: the judge's, else the proxy RM's mean score)."""
     exact: bool
     """True for the exact metrics, False for sample estimates (eval/kl, eval/gold_reward)."""
 
@@ -43,14 +43,36 @@ class PlotFile:
     source: str
 
 
-def run_point(run: RunRecord) -> RunPoint | None:
-    """The run's exact (KL, reward) point, else its sampled one, else None."""
+SCORE_AXES = (
+    ("eval/exact_gold_reward", "gold reward (mean per response)"),
+    ("eval/judge_score", "judge score (mean per response)"),
+    ("eval/rm_score", "proxy RM score (mean per response)"),
+)
+"""What the vertical axis shows, first choice first: the gold reward, else (real data) the
+independent judge's score, else the proxy reward model's."""
+
+
+def score_axis(runs: list[RunRecord]) -> tuple[str, str]:
+    """The metric and label of the vertical axis: the first of :data:`SCORE_AXES` any run has
+    (the gold reward's exact or sampled form)."""
+    for key, label in SCORE_AXES:
+        keys = (key, "eval/gold_reward") if key == "eval/exact_gold_reward" else (key,)
+        if any(run.metric(k) is not None for run in runs for k in keys):
+            return key, label
+    return SCORE_AXES[0]
+
+
+def run_point(run: RunRecord, score: str = "eval/exact_gold_reward") -> RunPoint | None:
+    """The run's exact (KL, gold reward) point, else its sampled one, else None; with a
+    ``score`` other than the gold reward: (sample KL, that score)."""
     if run.status != FINISHED:
         return None
-    for kl_key, reward_key, exact in (
-        ("eval/exact_kl", "eval/exact_gold_reward", True),
-        ("eval/kl", "eval/gold_reward", False),
-    ):
+    pairs = (
+        (("eval/exact_kl", "eval/exact_gold_reward", True), ("eval/kl", "eval/gold_reward", False))
+        if score == "eval/exact_gold_reward"
+        else (("eval/kl", score, False),)
+    )
+    for kl_key, reward_key, exact in pairs:
         kl, reward = run.metric(kl_key), run.metric(reward_key)
         if kl is not None and reward is not None:
             return RunPoint(run, kl, reward, exact)
@@ -141,7 +163,8 @@ def plot_frontier(runs: list[RunRecord], path: Path) -> PlotFile | None:
     (β -> 0) would squeeze every run into the left edge.
     """
     frontiers = distinct_frontiers(runs)
-    points = [p for p in map(run_point, runs) if p is not None]
+    score, label = score_axis(runs)
+    points = [p for p in (run_point(run, score) for run in runs) if p is not None]
     if not frontiers and not points:
         return None
     kl_max = max((p.kl for p in points), default=0.0) * 1.3
@@ -169,14 +192,16 @@ def plot_frontier(runs: list[RunRecord], path: Path) -> PlotFile | None:
     kl_min = min([0.0, *(p.kl for p in points)])  # a sampled k1 estimate can be < 0
     axes.set_xlim(kl_min - _LEFT_MARGIN * (kl_max - kl_min), kl_max)
     axes.set_xlabel("KL(π ‖ π_ref) (nats per prompt)")
-    axes.set_ylabel("gold reward (mean per response)")
+    axes.set_ylabel(label)
     axes.set_title("Reward vs KL to the reference")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
     _save(figure, path)
+    what = ("(eval/exact_kl, eval/exact_gold_reward) of each finished run (hollow: eval/kl, "
+            "eval/gold_reward when the exact metrics are absent)"
+            if score == "eval/exact_gold_reward" else f"(eval/kl, {score}) of each finished run")
     source = (
-        f"`{path.name}`: points are (eval/exact_kl, eval/exact_gold_reward) of each finished run "
-        "(hollow: eval/kl, eval/gold_reward when the exact metrics are absent); "
+        f"`{path.name}`: points are {what}; "
         + ("; ".join(sources) if sources else "no run wrote frontier.json")
     )
     return PlotFile(path, source)

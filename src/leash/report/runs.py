@@ -68,6 +68,8 @@ class RunRecord:
     """The exact optimal frontier of the run's reference, when it wrote one."""
     note: str = ""
     """Why a failed run counts as failed."""
+    artifacts: dict[str, str] = field(default_factory=dict)
+    """Folders the run used or produced (``artifacts.json``: policy, reference, ...)."""
 
     def metric(self, key: str) -> float | None:
         """A final metric, or None when the run did not log it."""
@@ -94,6 +96,7 @@ class RunRecord:
             "resources": self.resources,
             "config": self.config,
             "frontier": frontier,
+            "artifacts": self.artifacts,
         }
 
 
@@ -175,6 +178,38 @@ def _read_frontier(run_dir: Path) -> FrontierCurve | None:
     )
 
 
+def _read_json(path: Path) -> dict[str, Any]:
+    """A small JSON object file, or {} when it is missing or unreadable."""
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError, TypeError):
+        return {}
+
+
+REFERENCE_SCORES = ("rm_score", "judge_score")
+"""Scores a run reports of its reference's samples too (``eval/reference_<name>``)."""
+
+
+def fill_reference_scores(runs: list[RunRecord]) -> None:
+    """Give an SFT run the scores its own run could not compute (the proxy reward model is
+    trained from the SFT policy, after it): those that runs evaluated against this very policy
+    report of its samples (``eval/reference_<name>``, the same samples, drawn with the same
+    stream), when they all agree. Its win rate against itself is then 1/2 exactly (ties)."""
+    for sft in (run for run in runs if run.algo == "sft" and run.status == FINISHED):
+        policies = {sft.artifacts.get("policy"), sft.artifacts.get("cached_policy")} - {None}
+        downstream = [
+            run for run in runs
+            if run is not sft and run.status == FINISHED
+            and run.artifacts.get("reference") in policies
+        ]
+        for name in REFERENCE_SCORES:
+            values = {run.metric(f"eval/reference_{name}") for run in downstream} - {None}
+            if f"eval/{name}" not in sft.metrics and len(values) == 1:
+                sft.metrics[f"eval/{name}"] = values.pop()
+                sft.metrics.setdefault("eval/win_rate", 0.5)
+                sft.metrics.setdefault("eval/win_rate_se", 0.0)
+
+
 def read_run(run_dir: Path) -> RunRecord:
     """Read one run folder; its name is the bare ``run_name`` until :func:`name_runs`."""
     config = _read_config(run_dir)
@@ -188,6 +223,7 @@ def read_run(run_dir: Path) -> RunRecord:
         config=config,
         overrides=_read_overrides(run_dir),
         frontier=_read_frontier(run_dir),
+        artifacts=_read_json(run_dir / "artifacts.json"),
     )
     metrics_path = run_dir / "metrics.json"
     if not metrics_path.is_file():
@@ -249,4 +285,5 @@ def load_runs(root: Path | str) -> list[RunRecord]:
     root = Path(root)
     runs = [read_run(run_dir) for run_dir in find_run_dirs(root)]
     name_runs(runs, root)
+    fill_reference_scores(runs)
     return runs

@@ -116,6 +116,43 @@ COLUMNS: list[Column] = [
         "else eval/gold_reward (mean over sampled responses)",
     ),
     Column(
+        name="RM score",
+        unit="",
+        read=_metric("eval/rm_score"),
+        fmt=".3f",
+        source="eval/rm_score: mean proxy reward-model score of the sampled responses (for "
+        "the SFT reference, eval/reference_rm_score of the runs evaluated against it)",
+    ),
+    Column(
+        name="judge score",
+        unit="",
+        read=_metric("eval/judge_score"),
+        fmt=".3f",
+        source="eval/judge_score: mean score of the independent judge (eval.judge)",
+    ),
+    Column(
+        name="win rate",
+        unit="",
+        read=_metric("eval/win_rate"),
+        fmt=".3f",
+        source="eval/win_rate: share of held-out samples the judge (else the proxy RM) scores "
+        "above the reference's sample for the same prompt, ties counted as half",
+    ),
+    Column(
+        name="win s.e.",
+        unit="",
+        read=_metric("eval/win_rate_se"),
+        fmt=".3f",
+        source="eval/win_rate_se: standard error of the win rate over prompts",
+    ),
+    Column(
+        name="length",
+        unit="tokens",
+        read=_metric("eval/response_length"),
+        fmt=".1f",
+        source="eval/response_length: mean length of the sampled responses, EOS included",
+    ),
+    Column(
         name="exact KL",
         unit="nats",
         read=_metric("eval/exact_kl"),
@@ -210,19 +247,27 @@ def _cell(value: Value) -> str:
     return repr(value) if isinstance(value, float) else str(value)
 
 
-def _texts(run: RunRecord) -> list[str]:
+def shown_columns(runs: list[RunRecord]) -> list[Column]:
+    """The columns some run has a value for (the gold-reward columns vanish on real data, the
+    judge's without a judge); CSV and JSON keep every column."""
+    rows = [row(run) for run in runs]
+    return [c for c in COLUMNS if any(values[c.header] is not None for values in rows)]
+
+
+def _texts(run: RunRecord, columns: list[Column]) -> list[str]:
     values = row(run)
-    return [column.text(values[column.header]) for column in COLUMNS]
+    return [column.text(values[column.header]) for column in columns]
 
 
 def to_markdown(runs: list[RunRecord]) -> str:
     """The table in GitHub markdown (values formatted by each column's ``fmt``)."""
+    columns = shown_columns(runs)
     lines = [
-        "| " + " | ".join(c.header for c in COLUMNS) + " |",
-        "| " + " | ".join("---" if c.fmt == "" else "---:" for c in COLUMNS) + " |",
+        "| " + " | ".join(c.header for c in columns) + " |",
+        "| " + " | ".join("---" if c.fmt == "" else "---:" for c in columns) + " |",
     ]
     for run in runs:
-        cells = [text.replace("|", "\\|") for text in _texts(run)]
+        cells = [text.replace("|", "\\|") for text in _texts(run, columns)]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines) + "\n"
 
@@ -250,10 +295,11 @@ def to_json(runs: list[RunRecord]) -> str:
 def to_rich(runs: list[RunRecord], title: str = "") -> Table:
     """The table for the console; failed rows in red."""
     table = Table(title=title or None, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for column in COLUMNS:
+    columns = shown_columns(runs)
+    for column in columns:
         table.add_column(column.header, justify="left" if column.fmt == "" else "right")
     for run in runs:
-        cells = [Text(text) for text in _texts(run)]  # Text: a name's "[...]" is not markup
+        cells = [Text(text) for text in _texts(run, columns)]  # a name's "[...]" is no markup
         table.add_row(*cells, style=None if run.status == FINISHED else "red")
     return table
 
@@ -270,7 +316,7 @@ def to_report_markdown(runs: list[RunRecord], root: Path, notes: list[str]) -> s
         to_markdown(runs),
         "## Where each column comes from",
         "",
-        *(f"- **{c.header}**: {c.source}" for c in COLUMNS),
+        *(f"- **{c.header}**: {c.source}" for c in shown_columns(runs)),
     ]
     if failed:
         lines += ["", "## Failed runs", ""]

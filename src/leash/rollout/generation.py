@@ -13,7 +13,6 @@ the oracle enumerates. Anything that scores these samples should mask the same w
 
 from __future__ import annotations
 
-import functools
 import inspect
 
 import torch
@@ -105,7 +104,7 @@ def generate(
 def sample_responses(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
-    prompts: list[str],
+    prompt_ids: list[list[int]],
     num_samples: int,
     max_new_tokens: int,
     temperature: float = 1.0,
@@ -113,21 +112,20 @@ def sample_responses(
     allowed_token_ids: torch.Tensor | None = None,
     batch_size: int | None = None,
 ) -> Samples:
-    """Draw ``num_samples`` responses for every prompt (text in, :class:`Samples` out).
+    """Draw ``num_samples`` responses for every prompt (token ids in, :class:`Samples` out).
 
-    Prompts are encoded with the tokenizer's special tokens (e.g. BOS) and left padded; rows are
-    the prompts each repeated ``num_samples`` times, generated ``batch_size`` rows at a time
-    (all at once when None). Settings are those of :func:`generate`.
+    Rows are the prompts each repeated ``num_samples`` times, left padded and generated
+    ``batch_size`` rows at a time (all at once when None). Settings are those of
+    :func:`generate`; the tokenizer gives EOS, the pad id and the decoded text.
     """
     device = next(model.parameters()).device
-    encoded = [tokenizer(prompt)["input_ids"] for prompt in prompts]
-    rows = [index for index in range(len(prompts)) for _ in range(num_samples)]
+    rows = [index for index in range(len(prompt_ids)) for _ in range(num_samples)]
     step = batch_size or max(len(rows), 1)
     response_ids: list[list[int]] = []
     ended: list[bool] = []
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
-        input_ids, attention_mask = left_pad([encoded[i] for i in chunk], tokenizer.pad_token_id)
+        input_ids, attention_mask = left_pad([prompt_ids[i] for i in chunk], tokenizer.pad_token_id)
         ids, mask = generate(
             model,
             input_ids.to(device),
@@ -156,12 +154,17 @@ def task_sampler(
 ) -> SampleFn:
     """A ``sample_fn(prompts, num_samples)`` for a built-in task: the policy restricted to the
     task's response words + EOS, responses cut at its ``max_response_length`` tokens."""
-    return functools.partial(
-        sample_responses,
-        model,
-        tokenizer,
-        max_new_tokens=task.config.max_response_length,
-        temperature=temperature,
-        generator=generator,
-        allowed_token_ids=task.allowed_token_ids(),
-    )
+
+    def sample_fn(prompts: list[str], num_samples: int) -> Samples:
+        return sample_responses(
+            model,
+            tokenizer,
+            [tokenizer(prompt)["input_ids"] for prompt in prompts],
+            num_samples,
+            max_new_tokens=task.config.max_response_length,
+            temperature=temperature,
+            generator=generator,
+            allowed_token_ids=task.allowed_token_ids(),
+        )
+
+    return sample_fn
