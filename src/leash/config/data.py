@@ -84,3 +84,7 @@ class DataConfig:
     """DataLoader worker processes."""
     task: TaskConfig = field(default_factory=TaskConfig)
     """Parameters of the built-in task (only read when `source=task`)."""
+    relabel_with: str | None = None
+    """Synthetic-gold mode: a judge (hub name or folder) relabels every pair; None keeps labels."""
+    relabel_temperature: float = non_negative(1.0)
+    """Bradley-Terry temperature of the judge's labels; 0 picks the higher score (ties kept)."""

@@ -25,6 +25,11 @@ class TinyModelConfig:
     """Longest sequence the model accepts."""
     seed: int = seed_field(0)
     """Seed of the random initialisation."""
+    tokenizer: str = field(default="auto", metadata={"choices": ("auto", "bpe")})
+    """`auto`: a task's word-level tokenizer, else the byte tokenizer; `bpe`: a GPT-2-style
+    byte-level BPE trained on the train split's text of `data.path` (real data only)."""
+    bpe_vocab_size: int = field(default=2048, metadata={"ge": 257})
+    """Most tokens of the `bpe` tokenizer (256 bytes + `<|endoftext|>` at least)."""
 
 
 @dataclass

@@ -1,9 +1,12 @@
 """The upstream artifacts a run needs, each built once and cached under its config's key.
 
-Keys follow the data flow: the tiny base model depends on its shape and tokenizer; the SFT
-corpus on the task; the SFT policy on the base model, the SFT recipe, the data and the seed;
-the task's preference pairs on the SFT policy; the reward model on the pairs and its recipe.
-A change anywhere upstream gives a new key, so nothing stale is ever reused.
+Keys follow the data flow: the tiny base model depends on its shape and tokenizer (a BPE
+tokenizer on the data it is trained on); the SFT corpus on the task; the SFT policy on the base
+model, the SFT recipe, the data and the seed; the task's preference pairs on the SFT policy;
+judge-relabelled pairs (``data.relabel_with``) on the pairs they relabel, the judge, the
+temperature and the seed; the reward model on the pairs and its recipe. A change anywhere
+upstream gives a new key, so nothing stale is ever reused. The relabelling settings reach only
+the pairs and what learns from them: the base model and the SFT policy are shared by every judge.
 
 Training stages (SFT, reward model) that are not cached run as ``leash train`` in a child
 process, with this job's model/data/trainer/seed overrides plus ``upstream.<stage>``: the same
@@ -15,14 +18,17 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from functools import cached_property
 from pathlib import Path
 
+from transformers import PreTrainedTokenizerFast
+
 from leash.config import DataConfig, DataSource, TrainConfig, validate
+from leash.data.sources import load_source, read_rows
 from leash.data.tasks import SyntheticTask
 from leash.models.tiny import write_tiny_checkpoint
-from leash.models.tokenizers import build_byte_tokenizer
+from leash.models.tokenizers import build_bpe_tokenizer, build_byte_tokenizer
 from leash.pipeline.cache import ArtifactCache, config_key
 from leash.pipeline.compose import compose_train
 from leash.pipeline.launcher import run_train
@@ -35,6 +41,35 @@ def training_dynamics(cfg: TrainConfig) -> dict:
     """The Trainer settings that change what training produces (not where it is written)."""
     keys = ("precision", "gradient_clip_val", "accumulate_grad_batches", "devices", "strategy")
     return {key: cfg.trainer.get(key) for key in keys}
+
+
+def source_data(data: DataConfig) -> DataConfig:
+    """``data`` without the relabelling settings: what the base model and SFT depend on."""
+    defaults = DataConfig(name=data.name)
+    return dataclasses.replace(
+        data, relabel_with=None, relabel_temperature=defaults.relabel_temperature
+    )
+
+
+def text_source(data: DataConfig) -> dict:
+    """What identifies the texts a BPE tokenizer is trained on (not how they are batched)."""
+    return {
+        "source": data.source,
+        "path": data.path,
+        "subset": data.subset,
+        "train_split": data.train_split,
+    }
+
+
+def training_texts(data: DataConfig) -> Iterator[str]:
+    """Every text of the train split of ``data``: prompts, responses, message contents."""
+    for row in read_rows(load_source(data).train):
+        for name in ("prompt", "chosen", "rejected", "response"):
+            value = row.get(name)
+            if isinstance(value, str):
+                yield value
+            elif isinstance(value, list):
+                yield from (m["content"] for m in value if isinstance(m, dict) and "content" in m)
 
 
 class Stages:
@@ -52,17 +87,44 @@ class Stages:
             return None
         return SyntheticTask.from_config(self.cfg.data.task)
 
+    def base_model_key(self) -> str:
+        """Key of the tiny preset: its shape and tokenizer settings, and what its vocabulary
+        comes from (the task, the bytes, or the texts a BPE is trained on)."""
+        tiny = self.cfg.model.tiny
+        if self.task is not None:
+            vocabulary: object = self.cfg.data.task
+        elif tiny.tokenizer == "bpe":
+            vocabulary = {"bpe": text_source(self.cfg.data)}
+        else:
+            vocabulary = "byte-level"
+        return config_key("tiny", tiny, vocabulary)
+
+    def tiny_tokenizer(self) -> PreTrainedTokenizerFast:
+        """The tokenizer the tiny preset is built with (``model.tiny.tokenizer``)."""
+        tiny = self.cfg.model.tiny
+        if self.task is not None:
+            if tiny.tokenizer == "bpe":
+                raise ValueError(
+                    "model.tiny.tokenizer: `bpe` trains on real text; a built-in task has its "
+                    "own word-level vocabulary (use `auto`)"
+                )
+            return self.task.tokenizer()
+        if tiny.tokenizer == "bpe":
+            log.info("training a BPE tokenizer (%d tokens) on %s", tiny.bpe_vocab_size,
+                     self.cfg.data.path)
+            return build_bpe_tokenizer(training_texts(self.cfg.data), tiny.bpe_vocab_size)
+        return build_byte_tokenizer()
+
     @cached_property
     def base_model_path(self) -> str:
         """The starting network: a hub name or folder, or the cached tiny preset's folder."""
         model = self.cfg.model
         if model.name_or_path != "tiny":
             return model.name_or_path
-        vocabulary = self.cfg.data.task if self.task is not None else "byte-level"
-        key = config_key("tiny", model.tiny, vocabulary)
-        tokenizer = self.task.tokenizer() if self.task is not None else build_byte_tokenizer()
         folder = self.cache.get_or_build(
-            "base_model", key, lambda tmp: write_tiny_checkpoint(model.tiny, tokenizer, tmp)
+            "base_model",
+            self.base_model_key(),
+            lambda tmp: write_tiny_checkpoint(model.tiny, self.tiny_tokenizer(), tmp),
         )
         return str(folder)
 
@@ -85,7 +147,8 @@ class Stages:
     def sft_key(self) -> str:
         """Key of the SFT policy trained by this config's model, data, SFT recipe and seed."""
         cfg = self.cfg
-        return config_key("sft", cfg.model, cfg.data, cfg.algo, training_dynamics(cfg), cfg.seed)
+        data = source_data(cfg.data)
+        return config_key("sft", cfg.model, data, cfg.algo, training_dynamics(cfg), cfg.seed)
 
     def sft_policy_path(self) -> Path:
         """Folder of the cached SFT policy for this config (may not exist yet)."""
@@ -133,25 +196,56 @@ class Stages:
         """What identifies the SFT policy in downstream keys: the given policy, or its key."""
         return self.cfg.upstream.sft_policy or self._sft_upstream[0].sft_key()
 
-    def pairs_key(self) -> str:
-        """Key of the preference data (task pairs depend on the SFT policy that sampled them)."""
+    def source_pairs_key(self) -> str:
+        """Key of the pairs before any relabelling (task pairs depend on the SFT policy that
+        sampled them)."""
         if self.task is None:
-            return config_key("pairs", self.cfg.data)
+            return config_key("pairs", source_data(self.cfg.data))
         return config_key("pairs", self._sft_identity(), self.cfg.data.task, self.cfg.seed)
 
-    def preference_data(self) -> DataConfig:
-        """The data config of the pairs view: the task's pairs (sampled, cached) or the source."""
+    def pairs_key(self) -> str:
+        """Key of the preference data every learner reads (relabelled, when a judge is set)."""
+        data = self.cfg.data
+        if data.relabel_with is None:
+            return self.source_pairs_key()
+        return config_key(
+            "relabelled", self.source_pairs_key(), data.relabel_with, data.relabel_temperature,
+            self.cfg.seed,
+        )
+
+    def source_pairs(self) -> DataConfig:
+        """The pairs before relabelling: the task's pairs (sampled, cached) or the source."""
         if self.task is None:
-            return self.cfg.data
+            return source_data(self.cfg.data)
         from leash.pipeline.task_pairs import write_task_pairs
 
         policy = self.sft_policy()
         folder = self.cache.get_or_build(
             "pairs",
-            self.pairs_key(),
+            self.source_pairs_key(),
             lambda tmp: write_task_pairs(self.task, policy, self.cfg.seed, tmp),
         )
-        return dataclasses.replace(self.cfg.data, source=DataSource.disk, path=str(folder))
+        return dataclasses.replace(
+            source_data(self.cfg.data), source=DataSource.disk, path=str(folder)
+        )
+
+    def preference_data(self) -> DataConfig:
+        """The data config of the pairs view: the source pairs, or their judge-relabelled copy
+        (cached, read back as ``data.source=disk``)."""
+        data = self.cfg.data
+        if data.relabel_with is None:
+            return self.source_pairs()
+        from leash.pipeline.relabel import relabel_with_judge
+
+        source = self.source_pairs()
+        folder = self.cache.get_or_build(
+            "pairs",
+            self.pairs_key(),
+            lambda tmp: relabel_with_judge(
+                source, data.relabel_with, data.relabel_temperature, self.cfg.seed, tmp
+            ),
+        )
+        return dataclasses.replace(data, source=DataSource.disk, path=str(folder))
 
     def reward_key(self) -> str:
         """Key of the reward model trained on this job's pairs with the reward recipe."""
