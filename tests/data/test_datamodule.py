@@ -263,7 +263,8 @@ def test_rollout_prompts_come_in_full_batches_and_the_rest_is_logged(tok, tmp_pa
     # Reshuffled every epoch: the prompt left out changes, so every prompt takes its turn.
     seen = set()
     loader = data.train_dataloader()
-    for _ in range(6):
+    for epoch in range(6):
+        loader.sampler.set_epoch(epoch)  # as Lightning does at every epoch start
         seen |= {int(i) for batch in loader for i in batch.index}
     assert seen == set(range(9))
     # Pair batches are not cut: DPO and the reward model train on every pair.

@@ -19,7 +19,7 @@ from typing import Any, Literal, get_args
 
 import lightning as L
 import torch
-from torch.utils.data import DataLoader, DistributedSampler
+from torch.utils.data import DataLoader
 from transformers import PreTrainedTokenizerBase
 
 from leash.config import BadRows, DataConfig
@@ -38,6 +38,7 @@ from leash.data.encoding import (
     unique_prompts,
 )
 from leash.data.formats import BadReason, RowKind, normalise, resolve_kind
+from leash.data.sampling import ResumableLoader, ResumableSampler
 from leash.data.sources import (
     EVAL_ORDER_STREAM,
     TRAIN_ORDER_STREAM,
@@ -230,17 +231,16 @@ class PreferenceDataModule(L.LightningDataModule):
 
     # ------------------------------------------------------------------------- dataloaders
     def train_dataloader(self) -> DataLoader:
-        """The train split in the view's batches, shuffled by a seeded generator (unless
-        ``data.shuffle`` is off).
+        """The train split in the view's batches, in the seeded order of :mod:`leash.data.sampling`
+        (unless ``data.shuffle`` is off), resumable mid-epoch from a checkpoint.
 
         Rollout prompts (the ``prompts`` view) come in full batches only: a PPO iteration splits
         its rollout batch into exact minibatches, so the last partial batch of each epoch is
         dropped (and logged); reshuffled every epoch, every prompt still takes its turn.
         """
-        generator = torch.Generator().manual_seed(self.seed)
         loader = self._loader(
-            "train", self.cfg.batch_size, shuffle=self.cfg.shuffle, generator=generator,
-            drop_last=self.view == "prompts",
+            "train", self.cfg.batch_size, shuffle=self.cfg.shuffle,
+            drop_last=self.view == "prompts", resumable=True,
         )
         if self.view == "prompts":
             self._report_dropped_prompts(loader)
@@ -264,19 +264,19 @@ class PreferenceDataModule(L.LightningDataModule):
 
     def val_dataloader(self) -> DataLoader:
         """The eval split in the view's batches, in order."""
-        return self._loader("eval", self.cfg.eval_batch_size, shuffle=False, generator=None)
+        return self._loader("eval", self.cfg.eval_batch_size, shuffle=False)
 
     def ordered_dataloader(self, split: Split) -> DataLoader:
         """Every row of ``split`` in order, in one process (for one-off precomputations)."""
-        return self._loader(split, self.cfg.eval_batch_size, shuffle=False, generator=None)
+        return self._loader(split, self.cfg.eval_batch_size, shuffle=False)
 
     def _loader(
         self,
         split: Split,
         batch_size: int,
         shuffle: bool,
-        generator: torch.Generator | None,
         drop_last: bool = False,
+        resumable: bool = False,
     ) -> DataLoader:
         if self.view == "pairs":
             dataset: list = self.pairs(split)
@@ -285,21 +285,29 @@ class PreferenceDataModule(L.LightningDataModule):
             dataset, collate = self.sft_rows(split), SFTCollator(self.pad_id)
         else:
             dataset, collate = self.prompts(split), PromptCollator(self.pad_id)
-        sampler = None
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            # Our own sampler (the Trainer runs with use_distributed_sampler=False): Lightning's
-            # would always shuffle training data, and `data.shuffle=false` must hold in N
-            # processes too (rank r takes rows r, r + N, ...: together one ordered batch).
-            sampler = DistributedSampler(dataset, shuffle=shuffle, seed=self.seed)
-            shuffle, generator = False, None
-        return DataLoader(
+        # Our own sampler (the Trainer runs with use_distributed_sampler=False): Lightning's
+        # would always shuffle training data, and `data.shuffle=false` must hold in N processes
+        # too (rank r takes rows r, r + N, ...: together one ordered batch).
+        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
+        sampler = ResumableSampler(
+            len(dataset), shuffle, self.seed,
+            num_replicas=torch.distributed.get_world_size() if distributed else 1,
+            rank=torch.distributed.get_rank() if distributed else 0,
+        )
+        loader_type, extra = DataLoader, {}
+        if resumable:
+            loader_type, extra = ResumableLoader, {"batches_done": self._batches_done}
+        return loader_type(
             dataset,
             batch_size=batch_size,
-            shuffle=shuffle,
             sampler=sampler,
-            generator=generator,
             collate_fn=collate,
             drop_last=drop_last,
             num_workers=self.cfg.num_workers,
             persistent_workers=self.cfg.num_workers > 0,
+            **extra,
         )
+
+    def _batches_done(self) -> int:
+        """Train batches the Trainer has finished in the current epoch (for checkpoints)."""
+        return self.trainer.fit_loop.epoch_loop.batch_progress.current.processed
