@@ -19,7 +19,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("leash.cli", "leash.__main__"),
     ("leash.pipeline",),
     ("leash.report",),
-    ("leash.callbacks", "leash.logging_wandb"),
+    ("leash.callbacks", "leash.logging_wandb", "leash.logging_csv"),
     ("leash.modules",),
     ("leash.evaluation",),
     ("leash.rollout",),
@@ -27,7 +27,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("leash.models",),
     ("leash.losses",),
     ("leash.config",),
-    ("leash.sequences", "leash.atomic", "leash.resources", "leash"),
+    ("leash.sequences", "leash.atomic", "leash.resources", "leash.checkpoints", "leash"),
 )
 """Top to bottom; a module may import its own layer and the layers below it."""
 

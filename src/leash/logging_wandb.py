@@ -13,6 +13,7 @@ import logging
 import netrc
 import os
 import sys
+import uuid
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from pathlib import Path
@@ -23,8 +24,12 @@ from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.loggers.logger import rank_zero_experiment
+from lightning.pytorch.utilities import rank_zero_only
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
+
+from leash.atomic import write_text_atomic
+from leash.checkpoints import resume_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -150,10 +155,15 @@ def wandb_logger(
     config_file: str | None = None,
     init_timeout: float = 30.0,
     finish_timeout: float = 120.0,
+    resume: bool = True,
     **kwargs: Any,
 ) -> LeashWandbLogger:
     """The W&B logger of one job (see ``conf/logger/wandb.yaml`` for the arguments); extra
-    keyword arguments (``entity``, ``tags``, ``notes``, ...) go to ``wandb.init``."""
+    keyword arguments (``entity``, ``tags``, ``notes``, ...) go to ``wandb.init``.
+
+    A run that resumes from its checkpoint (``resume``, as in ``TrainConfig``) reopens the W&B
+    run it started, whose id it kept in ``<save_dir>/wandb_run_id``.
+    """
     import wandb
 
     hydra_cfg = HydraConfig.get() if HydraConfig.initialized() else None
@@ -164,7 +174,10 @@ def wandb_logger(
     elif config_file is not None:
         log.warning("no %s: the run's config is not logged to W&B", config_file)
     settings = wandb.Settings(init_timeout=init_timeout, finish_timeout=finish_timeout)
+    run_id, resuming = wandb_run_id(save_dir, resume)
     return LeashWandbLogger(
+        id=run_id,
+        resume="allow" if resuming else None,
         name=name,
         save_dir=save_dir,
         project=project,
@@ -174,6 +187,19 @@ def wandb_logger(
         settings=settings,
         **kwargs,
     )
+
+
+def wandb_run_id(save_dir: str, resume: bool) -> tuple[str, bool]:
+    """This job's W&B run id and whether it reopens a run: the kept id when the job resumes
+    from a checkpoint, else a new one (kept for a later resume)."""
+    path = Path(save_dir) / "wandb_run_id"
+    if resume_checkpoint(save_dir, resume) is not None and path.exists():
+        return path.read_text().strip(), True
+    run_id = uuid.uuid4().hex[:12]
+    if rank_zero_only.rank == 0:  # the process that owns the W&B run
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(path, run_id)
+    return run_id, False
 
 
 # ------------------------------------------------------------------------------------ finish

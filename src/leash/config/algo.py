@@ -177,6 +177,12 @@ def optimizer_steps(algo: Any, iterations: int | None = None) -> int:
     return (algo.max_steps if iterations is None else iterations) * updates_per_step(algo)
 
 
+def checkpoint_steps(algo: Any, every: int | None) -> int:
+    """Optimizer steps between checkpoints: every ``every`` training steps, by default a fifth
+    of the run (several checkpoints for any run length, PPO's 60 iterations included)."""
+    return optimizer_steps(algo, every if every is not None else max(1, algo.max_steps // 5))
+
+
 def lightning_clip(algo: Any) -> float | None:
     """The Trainer's `gradient_clip_val`: the algorithm's norm, except for manual optimisation
     (PPO clips inside its own update, where Lightning's clipping is not allowed)."""

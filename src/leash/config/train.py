@@ -8,7 +8,7 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from leash.config.algo import ALGO_SCHEMAS, lightning_clip, optimizer_steps
+from leash.config.algo import ALGO_SCHEMAS, checkpoint_steps, lightning_clip, optimizer_steps
 from leash.config.data import DataConfig
 from leash.config.fields import non_negative, positive, seed_field
 from leash.config.model import ModelConfig, PeftConfig
@@ -95,6 +95,8 @@ class TrainConfig:
     """Name of this run in logs and reports."""
     resume: bool = True
     """Resume from the run folder's last checkpoint when one exists."""
+    checkpoint_every: int | None = positive(None)
+    """Training steps (PPO: iterations) between checkpoints; null: a fifth of the run."""
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     """How upstream artifacts (SFT policy, reward model) are built when the cache lacks them."""
 
@@ -106,6 +108,7 @@ def register_configs() -> None:
     and the resolvers that derive Trainer sizes from the algorithm block."""
     for name, function in (
         ("leash.optimizer_steps", optimizer_steps),
+        ("leash.checkpoint_steps", checkpoint_steps),
         ("leash.lightning_clip", lightning_clip),
     ):
         if not OmegaConf.has_resolver(name):

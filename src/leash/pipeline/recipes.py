@@ -15,6 +15,7 @@ from pathlib import Path
 import lightning
 import torch
 
+from leash.checkpoints import resume_checkpoint
 from leash.config import (
     DPOConfig,
     DPOLoss,
@@ -48,8 +49,8 @@ log = logging.getLogger(__name__)
 
 def last_checkpoint(cfg: TrainConfig) -> str | None:
     """The run folder's ``last.ckpt`` when resuming is on and a killed run left one."""
-    path = Path(cfg.paths.output_dir) / "checkpoints" / "last.ckpt"
-    if cfg.resume and path.exists():
+    path = resume_checkpoint(cfg.paths.output_dir, cfg.resume)
+    if path is not None:
         log.info("resuming from %s", path)
         return str(path)
     return None
