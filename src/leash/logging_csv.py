@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import csv
 import os
-
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger

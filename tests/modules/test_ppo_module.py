@@ -40,7 +40,8 @@ from leash.data.types import PromptBatch
 from leash.losses.ppo import gae, masked_mean, masked_var, masked_whiten, shape_rewards
 from leash.models.policy_critic import build_policy_critic
 from leash.models.tiny import write_tiny_checkpoint
-from leash.modules.ppo import NonFiniteError, PPOModule, minibatch_size
+from leash.modules.guard import NonFiniteError
+from leash.modules.ppo import PPOModule, minibatch_size
 from leash.rollout.advantages import advantages, shape
 from leash.rollout.rewards import GoldTaskReward
 from leash.rollout.rollout import Rollout

@@ -1,13 +1,17 @@
 """What a run costs: peak memory, bytes per model role, throughput, step time, wall time, MFU.
 
 Written at the end of fit to ``metrics.json`` in the run folder (atomically) and logged under
-``resources/``. On GPU the peak is ``torch.cuda.max_memory_allocated``; on CPU it is the peak
-resident set size of the process, which is why every run (and every stage of a comparison)
-is its own process.
+``resources/``, with the final logged metrics and, for modules that record one (every one but
+PPO), the loss trend (``divergence``: start and end loss and the ``diverged`` flag, see
+:mod:`leash.modules.guard`), which is also the line the console shows at the end of the run
+(a warning when the run diverged). On GPU the peak is ``torch.cuda.max_memory_allocated``; on
+CPU it is the peak resident set size of the process, which is why every run (and every stage of
+a comparison) is its own process.
 """
 
 from __future__ import annotations
 
+import logging
 import math
 import resource
 import sys
@@ -22,6 +26,8 @@ from lightning.pytorch.trainer.states import TrainerFn
 from leash.atomic import write_json_atomic
 
 # Dense bf16 peak FLOP/s of accelerators whose MFU we can report (vendor datasheets).
+log = logging.getLogger(__name__)
+
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
 
 
@@ -195,7 +201,10 @@ class ResourceMetrics(lightning.Callback):
             name: (float(value) if math.isfinite(float(value)) else None)
             for name, value in trainer.callback_metrics.items()
         }
+        payload = {"resources": asdict(report), "metrics": final}
+        trend = getattr(pl_module, "loss_trend", None)
+        if trend is not None:
+            payload["divergence"] = trend._asdict()
+            (log.warning if trend.diverged else log.info)("%s", trend.describe())
         self.output_dir.mkdir(parents=True, exist_ok=True)
-        write_json_atomic(
-            self.output_dir / "metrics.json", {"resources": asdict(report), "metrics": final}
-        )
+        write_json_atomic(self.output_dir / "metrics.json", payload)

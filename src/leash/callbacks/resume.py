@@ -138,7 +138,7 @@ class ResumeCheckpoint(Callback):
     def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._restored is None:
             return
-        for logger, rows in zip(_csv_loggers(trainer), self._restored["csv_rows"]):
+        for logger, rows in zip(_csv_loggers(trainer), self._restored["csv_rows"], strict=True):
             logger.experiment.keep_rows(rows)
 
 

@@ -154,8 +154,10 @@ class DPOModule(EvaluatedModule):
 
     def _log_step(self, step: DPOStep, stage: str, batch_size: int) -> None:
         metrics = {f"{stage}/{name}": value for name, value in step_metrics(step).items()}
-        loss = metrics.pop(f"{stage}/loss")
         sync = stage == "val"
+        if not sync:
+            self.watch(metrics)
+        loss = metrics.pop(f"{stage}/loss")
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=sync)
         self.log_dict(metrics, batch_size=batch_size, sync_dist=sync)
 

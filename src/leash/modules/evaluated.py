@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import dataclasses
 
-import lightning
 import torch
 
 from leash.evaluation.evaluator import Evaluation, PolicyEvaluator
+from leash.modules.guard import GuardedModule
 
 
-class EvaluatedModule(lightning.LightningModule):
-    """Base of every algorithm that trains a policy (``self.policy``).
+class EvaluatedModule(GuardedModule):
+    """Base of every algorithm that trains a policy (``self.policy``); guarded as
+    :mod:`leash.modules.guard` says.
 
     Args:
         evaluator: measures ``self.policy`` after each validation epoch; None evaluates nothing

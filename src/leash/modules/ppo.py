@@ -19,10 +19,11 @@ Gradient clipping: Lightning rejects ``Trainer(gradient_clip_val=...)`` under ma
 optimisation, so the norm comes in as ``max_grad_norm`` (applied with ``clip_gradients``).
 
 Non-finite values: after scoring, after GAE and for every minibatch loss (before its backward),
-a NaN or inf raises :class:`NonFiniteError` naming the iteration and the quantity. The exception
-leaves ``training_step`` before ``on_train_batch_end``, where ``ModelCheckpoint`` saves, so the
-last checkpoint on disk stays the last good one (keep ``ModelCheckpoint(save_on_exception=False)``,
-Lightning's default).
+a NaN or inf raises :class:`~leash.modules.guard.NonFiniteError` naming the iteration and the
+quantity; the gradients of every update are checked before it as in every module
+(:mod:`leash.modules.guard`). The exception leaves ``training_step`` before
+``on_train_batch_end``, where ``ModelCheckpoint`` saves, so the last checkpoint on disk stays the
+last good one. PPO records no loss trend (see :mod:`leash.modules.guard`).
 
 Validation: PPO has nothing cheap to validate per batch; ``validation_step`` is empty on purpose.
 The loop (``limit_val_batches=1`` makes it free) ends with the common evaluator sampling the
@@ -53,6 +54,7 @@ from leash.losses.ppo import (
 from leash.models.factory import disable_dropout
 from leash.models.policy_critic import PolicyCritic
 from leash.modules.evaluated import EvaluatedModule
+from leash.modules.guard import check_finite
 from leash.modules.optim import lr_multiplier
 from leash.modules.ppo_stats import (
     MinibatchStats,
@@ -64,10 +66,6 @@ from leash.modules.ppo_stats import (
 from leash.rollout.advantages import advantages, shape
 from leash.rollout.rewards import RewardFn
 from leash.rollout.rollout import Responses, Rollout, sample, score_rollout
-
-
-class NonFiniteError(RuntimeError):
-    """A PPO quantity became NaN or infinite; the message names the iteration and the quantity."""
 
 
 def minibatch_size(rollout_size: int, num_minibatches: int) -> int:
@@ -196,21 +194,13 @@ class PPOModule(EvaluatedModule):
         """Index of the current PPO iteration, derived from the optimizer steps (resume-safe)."""
         return self.global_step // updates_per_step(self.algo)
 
-    # ------------------------------------------------------------------------ processes
-    def _sum(self, tensor: torch.Tensor) -> torch.Tensor:
-        """Sum over processes (the strategy's all-reduce; the identity in one process)."""
-        return self.trainer.strategy.reduce(tensor, reduce_op="sum")
+    def guard_where(self) -> str:
+        """The start of a NonFiniteError message on the gradients: iteration and update."""
+        return f"PPO iteration {self.iteration} (optimizer step {self.global_step})"
 
     def _check_finite(self, iteration: int, where: str, **quantities: torch.Tensor) -> None:
         """Raise NonFiniteError if any quantity holds NaN/inf on any process (all raise)."""
-        flags = torch.stack([(~torch.isfinite(value)).any() for value in quantities.values()])
-        flags = self._sum(flags.float())
-        bad = [name for name, flag in zip(quantities, flags.tolist(), strict=True) if flag > 0]
-        if bad:
-            raise NonFiniteError(
-                f"PPO iteration {iteration} ({where}): non-finite {', '.join(bad)}; stopped "
-                "before the next optimizer step (checkpoints saved so far predate it)"
-            )
+        check_finite(f"PPO iteration {iteration} ({where})", self._sum, **quantities)
 
     # --------------------------------------------------------------------------- the loop
     def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
@@ -351,8 +341,10 @@ class PPOModule(EvaluatedModule):
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the (possibly adapted) KL coefficient with the weights."""
+        super().on_save_checkpoint(checkpoint)
         checkpoint["ppo_kl_coef"] = self.kl_controller.value
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Resume with the KL coefficient the run had reached."""
+        super().on_load_checkpoint(checkpoint)
         self.kl_controller.value = float(checkpoint["ppo_kl_coef"])

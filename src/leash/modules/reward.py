@@ -8,7 +8,6 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
-import lightning
 import torch
 
 from leash.config import RewardConfig
@@ -16,6 +15,7 @@ from leash.data.types import PreferenceBatch
 from leash.losses.preference import bradley_terry_loss
 from leash.models.heads import score_sequences
 from leash.modules.epoch_metrics import gather_epoch, pearson_correlation, sign_agreement
+from leash.modules.guard import GuardedModule
 from leash.modules.optim import build_optimizer
 
 
@@ -51,8 +51,9 @@ class RewardStep(NamedTuple):
     """Detached batch metrics: loss, accuracy, margin, reward/mean, reward/std[, gold_accuracy]."""
 
 
-class RewardModelModule(lightning.LightningModule):
-    """Trains a scalar ``reward_model`` with the Bradley–Terry loss on preference pairs."""
+class RewardModelModule(GuardedModule):
+    """Trains a scalar ``reward_model`` with the Bradley–Terry loss on preference pairs (guarded
+    as :mod:`leash.modules.guard` says: its training metrics are watched)."""
 
     def __init__(self, reward_model: torch.nn.Module, algo: RewardConfig):
         super().__init__()
@@ -92,13 +93,12 @@ class RewardModelModule(lightning.LightningModule):
 
     def _step(self, batch: PreferenceBatch, stage: str) -> torch.Tensor:
         step = self.compute(batch)
+        metrics = {f"{stage}/{name}": value for name, value in step.metrics.items()}
         if stage == "val":
             self._collect_gold(batch, step.chosen.detach(), step.rejected.detach())
-        self.log_dict(
-            {f"{stage}/{name}": value for name, value in step.metrics.items()},
-            batch_size=len(batch),
-            sync_dist=stage == "val",
-        )
+        else:
+            self.watch(metrics)
+        self.log_dict(metrics, batch_size=len(batch), sync_dist=stage == "val")
         return step.loss
 
     def _collect_gold(self, batch: PreferenceBatch, chosen: torch.Tensor, rejected: torch.Tensor):

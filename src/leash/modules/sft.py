@@ -56,6 +56,7 @@ class SFTModule(EvaluatedModule):
 
     def training_step(self, batch: SFTBatch, batch_idx: int) -> torch.Tensor:
         loss, _ = self._step(batch)
+        self.watch({"train/loss": loss})
         self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
         return loss
 
