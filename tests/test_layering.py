@@ -27,7 +27,8 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("leash.models",),
     ("leash.losses",),
     ("leash.config",),
-    ("leash.sequences", "leash.atomic", "leash.resources", "leash.checkpoints", "leash"),
+    ("leash.sequences", "leash.atomic", "leash.resources", "leash.checkpoints",
+     "leash.run_lock", "leash"),
 )
 """Top to bottom; a module may import its own layer and the layers below it."""
 

@@ -10,15 +10,17 @@ from __future__ import annotations
 import logging
 import sys
 from collections.abc import Sequence
+from typing import NoReturn
 
 import hydra
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from leash.config import ConfigError, validate, validate_inputs
+from leash.config import ConfigError, TrainConfig, validate, validate_inputs
 from leash.pipeline.compose import register_all
 from leash.resources import conf_dir
+from leash.run_lock import RunFolderBusy, run_folder_lock
 
 log = logging.getLogger("leash")
 
@@ -51,25 +53,45 @@ def _log_through_hydra_only() -> None:
         logger.propagate = True
 
 
+def _fail(error: Exception, code: int) -> NoReturn:
+    """End the job on an expected error with its one-line message, no traceback: a single run
+    prints it and exits with ``code``; a multirun job logs it and re-raises, so that Hydra
+    records this job as failed and goes on with the next one."""
+    if HydraConfig.get().mode == RunMode.MULTIRUN:
+        log.error("%s", error)
+        raise error
+    print(f"leash train: {error}", file=sys.stderr)
+    raise SystemExit(code) from None
+
+
 def train_job(cfg: DictConfig) -> None:
-    """One `leash train` job: validate, build the Trainer, run the algorithm's recipe."""
+    """One `leash train` job: validate, build the Trainer, run the algorithm's recipe.
+
+    An invalid config exits with status 2; a run folder another trainer holds
+    (:mod:`leash.run_lock`) and a non-finite training quantity
+    (:class:`~leash.modules.guard.NonFiniteError`) with 1; each with its one-line message.
+    """
     try:
         typed = validate(cfg)
         validate_inputs(typed)
     except ConfigError as error:
-        if HydraConfig.get().mode == RunMode.MULTIRUN:
-            log.error("%s", error)
-            raise  # Hydra records this job as failed and goes on with the next one
-        print(f"leash train: {error}", file=sys.stderr)
-        raise SystemExit(2) from None
+        _fail(error, 2)
+    try:
+        with run_folder_lock(typed.paths.output_dir):
+            _train(cfg, typed)
+    except RunFolderBusy as error:
+        _fail(error, 1)
+
+
+def _train(cfg: DictConfig, typed: TrainConfig) -> None:
+    """Build the Trainer, its loggers and callbacks, and run the recipe of a valid config."""
     import lightning  # heavy imports (torch, transformers) only once the config is valid
 
+    from leash.logging_wandb import finishing_wandb
+    from leash.modules.guard import NonFiniteError
     from leash.pipeline.recipes import run_recipe
 
     _log_through_hydra_only()
-
-    from leash.logging_wandb import finishing_wandb
-
     with finishing_wandb():  # the W&B run is closed even when the job raises
         lightning.seed_everything(typed.seed, workers=True)
         callbacks = _instantiate_group(cfg.callbacks)
@@ -77,7 +99,10 @@ def train_job(cfg: DictConfig) -> None:
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False
         )
-        run_recipe(typed, trainer, list(HydraConfig.get().overrides.task))
+        try:
+            run_recipe(typed, trainer, list(HydraConfig.get().overrides.task))
+        except NonFiniteError as error:
+            _fail(error, 1)
 
 
 def _train_main(argv: Sequence[str]) -> None:
