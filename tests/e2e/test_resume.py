@@ -12,17 +12,20 @@ path as the command line, without paying the imports again for every run.
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import os
+import shutil
 import sys
 from pathlib import Path
 
 import pytest
 
-import leash.cli
-import leash.pipeline.recipes  # noqa: F401  (imported once here, not in every forked run)
+from killing import forked_train
 
 pytestmark = pytest.mark.slow
+
+TESTS = Path(__file__).resolve().parents[1]
 
 SHORT = ("trainer.log_every_n_steps=1", "+trainer.limit_val_batches=1", "eval.num_samples=32")
 RUNS = {  # algorithm -> overrides, kill points (optimizer steps)
@@ -40,37 +43,11 @@ UNSTABLE = ("time", "per_s", "memory", "mfu", "resources/")
 """Metric names that measure the process, not the training (a resumed process runs less)."""
 
 
-def forked_train(run_dir: Path, overrides: tuple[str, ...]) -> int:
-    """``leash train <overrides>`` in a forked child; its exit status (-9 when killed)."""
-    run_dir.mkdir(parents=True, exist_ok=True)
-    pid = os.fork()
-    if pid == 0:  # the child: never returns into pytest
-        code = 1
-        try:
-            log_path = run_dir.parent / f"{run_dir.name}.log"
-            log = os.open(log_path, os.O_WRONLY | os.O_CREAT | os.O_APPEND)
-            os.dup2(log, 1)
-            os.dup2(log, 2)
-            sys.stdout = sys.stderr = open(log, "w", buffering=1, closefd=False)  # not pytest's
-            leash.cli.main(["train", *overrides, f"hydra.run.dir={run_dir}"])
-            code = 0
-        except SystemExit as stop:
-            code = stop.code if isinstance(stop.code, int) else 1
-        except BaseException:  # noqa: BLE001 - reported through the exit status and the log
-            import traceback
-
-            traceback.print_exc()
-        finally:
-            sys.stdout.flush()
-            sys.stderr.flush()
-            os._exit(code)
-    _, status = os.waitpid(pid, 0)
-    return os.waitstatus_to_exitcode(status)
-
-
 def stable_metrics(run_dir: Path) -> dict:
-    metrics = json.loads((run_dir / "metrics.json").read_text())["metrics"]
-    return {k: v for k, v in metrics.items() if not any(word in k for word in UNSTABLE)}
+    """The final metrics, less time and resources, and the loss trend (start, end, steps)."""
+    written = json.loads((run_dir / "metrics.json").read_text())
+    metrics = {k: v for k, v in written["metrics"].items() if not any(w in k for w in UNSTABLE)}
+    return {**metrics, "divergence": written.get("divergence")}
 
 
 def log_rows(run_dir: Path) -> list[dict]:
@@ -78,22 +55,6 @@ def log_rows(run_dir: Path) -> list[dict]:
         rows = list(csv.DictReader(file))
     return [{k: v for k, v in row.items() if v and not any(w in k for w in UNSTABLE)}
             for row in rows]
-
-
-@pytest.fixture(scope="module")
-def shared_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """One artifact cache for every run here: the preference pairs are generated once."""
-    return tmp_path_factory.mktemp("resume-cache")
-
-
-@pytest.fixture(scope="module")
-def sft_policy(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> Path:
-    """A short SFT run whose policy every other algorithm here starts from."""
-    run = tmp_path_factory.mktemp("resume-sft") / "run"
-    overrides = ("algo=sft", "algo.max_steps=20", "eval.enabled=false",
-                 f"paths.cache_dir={shared_cache}")
-    assert forked_train(run, overrides) == 0, (run.parent / "run.log").read_text()[-3000:]
-    return run / "policy"
 
 
 @pytest.mark.parametrize("algorithm", list(RUNS))
@@ -118,3 +79,34 @@ def test_a_killed_run_resumes_into_the_run_that_would_have_happened(
         assert "resuming from" in log.read_text()
         assert stable_metrics(killed) == stable_metrics(full), step
         assert log_rows(killed) == log_rows(full), step
+
+
+def test_a_stage_killed_mid_build_stores_the_weights_of_a_clean_build(tmp_path, monkeypatch):
+    """The SFT stage a DPO run needs is killed mid-build; the rerun resumes it from its last
+    checkpoint and caches exactly the weights an uninterrupted build cached."""
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(TESTS), *sys.path]))  # for the child
+    cache = tmp_path / "cache"
+    stage = ["algo.max_steps=10", "checkpoint_every=4", "eval.enabled=false"]
+    parent = ("algo=dpo", "algo.max_steps=2", *SHORT, f"paths.cache_dir={cache}")
+
+    def dpo_with_stage(run: str, *extra: str) -> int:
+        upstream = f"upstream.sft={json.dumps([*stage, *extra])}"
+        return forked_train(tmp_path / run, (*parent, upstream))
+
+    assert dpo_with_stage("clean") == 0, (tmp_path / "clean.log").read_text()[-3000:]
+    (built,) = [folder for folder in (cache / "sft").iterdir() if folder.is_dir()]
+    clean = sha256_of(built / "model.safetensors")
+    shutil.rmtree(built)
+    shutil.rmtree(cache / "runs" / f"sft-{built.name}")
+
+    kill = ["+callbacks.kill._target_=killing.KillAtStep", "+callbacks.kill.step=6"]
+    assert dpo_with_stage("killed", *kill) != 0
+    assert not built.exists()  # nothing half-built is cached
+    assert dpo_with_stage("rerun") == 0, (tmp_path / "rerun.log").read_text()[-3000:]
+    stage_log = (cache / "runs" / f"sft-{built.name}" / "cli.log").read_text()
+    assert "resuming from" in stage_log
+    assert sha256_of(built / "model.safetensors") == clean
+
+
+def sha256_of(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
