@@ -239,8 +239,9 @@ def test_ended_flags_decide_the_eos(tok, tmp_path):
 
 
 # --------------------------------------------------------------------------------- bad rows
-def _defect_rows() -> list[dict[str, Any]]:
-    """Conversational rows: ten good ones, then one row per defect in BadReason order (10...)."""
+def _defect_lines() -> list[bytes]:
+    """JSON lines of conversational rows: ten good ones, then one per defect in BadReason order
+    (rows 10...), the last two not readable as rows at all."""
 
     def row(prompt: str, chosen: str | None, rejected: str, role: str = "assistant") -> dict:
         return {
@@ -251,7 +252,7 @@ def _defect_rows() -> list[dict[str, Any]]:
 
     good = [row(f"w{i}", "yes", "no") for i in range(10)]
     long = " ".join(f"w{i}" for i in range(12))
-    return [
+    records = [
         *good,
         row("hi", None, "no"),  # missing_field
         row("hi", "yes", "no", role="user"),  # unparseable: the answer is not the assistant's
@@ -266,11 +267,22 @@ def _defect_rows() -> list[dict[str, Any]]:
         },
         row("hi", "yes", "no", role="wizard"),  # unknown_role
         row("hi <|eos|>", "yes", "no"),  # special_token_text: a prompt message holds the EOS text
+        {"prompt": [_message("user", "hi")], "chosen": 5, "rejected": 6},  # not_text
+    ]
+    return [
+        *(json.dumps(record).encode() for record in records),
+        b'{"prompt": "hi", "chosen": "yes", "rejected": ',  # malformed_json: cut short
+        '{"prompt": "caf\u00e9"}'.encode("latin-1"),  # not_utf8
     ]
 
 
+def write_lines(path: Path, lines: list[bytes]) -> str:
+    path.write_bytes(b"\n".join(lines) + b"\n")
+    return str(path)
+
+
 def test_one_row_per_defect_gives_one_count_per_reason(tok, tmp_path, caplog):
-    path = write_jsonl(tmp_path / "defects.jsonl", _defect_rows())
+    path = write_lines(tmp_path / "defects.jsonl", _defect_lines())
     with caplog.at_level(logging.INFO, logger="leash.data"):
         module = load(tok, path, truncation=Truncation.drop, max_prompt_length=8, max_length=12)
     assert f"skipping {len(BadReason)} bad rows" in caplog.text
@@ -287,7 +299,7 @@ def test_one_row_per_defect_gives_one_count_per_reason(tok, tmp_path, caplog):
 
 
 def test_bad_rows_error_names_the_reasons(tok, tmp_path):
-    path = write_jsonl(tmp_path / "defects.jsonl", _defect_rows())
+    path = write_lines(tmp_path / "defects.jsonl", _defect_lines())
     with pytest.raises(ValueError) as raised:
         load(
             tok,

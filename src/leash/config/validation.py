@@ -9,6 +9,7 @@ import dataclasses
 import difflib
 import glob
 import math
+import os
 import typing
 from collections.abc import Mapping
 from pathlib import Path
@@ -216,13 +217,37 @@ def _looks_like_path(name: str) -> bool:
     return name.count("/") > 1 or ("/" in name and Path(name.split("/")[0]).exists())
 
 
+DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
+"""The file types ``data.source=files`` reads (by extension, see :mod:`leash.data.files`)."""
+
+
+def _unusable_data_files(path: str) -> list[str]:
+    """What is wrong with the files a ``data.path`` glob names, before anything reads them:
+    nothing matches, a type that cannot be told, an empty or unreadable file."""
+    matched = sorted(glob.glob(str(Path(path).expanduser()), recursive=True))
+    if not matched:
+        return [f"data.path: no file matches {path!r}"]
+    problems = []
+    for name in matched:
+        file = Path(name)
+        if file.is_dir():
+            problems.append(f"data.path: {name} is a folder; name the files (e.g. {name}/*.jsonl)")
+        elif file.suffix.lower() not in DATA_FILE_SUFFIXES:
+            problems.append(f"data.path: cannot tell the file type of {name}; expected one of "
+                            f"{list(DATA_FILE_SUFFIXES)}")
+        elif not os.access(file, os.R_OK):
+            problems.append(f"data.path: {name} is not readable")
+        elif file.stat().st_size == 0:
+            problems.append(f"data.path: {name} is empty")
+    return problems
+
+
 def _missing_inputs(cfg: TrainConfig) -> list[str]:
     """Local files and folders the config names that are not there, as ``"key: ..."`` lines."""
     data = cfg.data
     problems = []
-    pattern = str(Path(data.path or "").expanduser())
-    if data.source == DataSource.files and not glob.glob(pattern, recursive=True):
-        problems.append(f"data.path: no file matches {data.path!r}")
+    if data.source == DataSource.files:
+        problems += _unusable_data_files(data.path or "")
     named = {
         "model.name_or_path": cfg.model.name_or_path,
         "model.tokenizer": cfg.model.tokenizer,

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from typing import Any, Literal, get_args
+from typing import Literal, get_args
 
 import lightning as L
 import torch
@@ -37,6 +37,8 @@ from leash.data.encoding import (
     collect_split,
     unique_prompts,
 )
+from leash.data.errors import DataError
+from leash.data.files import RawRow
 from leash.data.formats import BadReason, RowKind, normalise, resolve_kind
 from leash.data.sampling import ResumableLoader, ResumableSampler
 from leash.data.sources import (
@@ -44,7 +46,7 @@ from leash.data.sources import (
     TRAIN_ORDER_STREAM,
     carve_eval,
     load_source,
-    read_rows,
+    readable_rows,
     shuffle_and_cap,
 )
 
@@ -101,13 +103,17 @@ class PreferenceDataModule(L.LightningDataModule):
         if self._report is not None:
             return
         source = load_source(self.cfg)
-        train_raw = read_rows(source.train)
+        train_raw = source.train
         if not train_raw:
-            raise ValueError(f"data: split {source.train_name!r} of {self.cfg.path} is empty")
-        sample = next((raw for raw in train_raw if raw.get("chosen") is not None), train_raw[0])
-        self.kind = kind = resolve_kind(self.cfg.format, source.train.column_names, sample)
+            raise DataError(f"data: split {source.train_name!r} of {self.cfg.path} is empty")
+        readable = list(readable_rows(train_raw))
+        sample = next((raw for raw in readable if raw.get("chosen") is not None), {})
+        try:
+            self.kind = kind = resolve_kind(self.cfg.format, source.columns, sample)
+        except ValueError as error:
+            raise DataError(f"data: {self.cfg.path}: {error}") from None
         if kind == RowKind.sft and self.view == "pairs":
-            raise ValueError(
+            raise DataError(
                 f"data: {self.cfg.path} is an SFT corpus (prompt/response); the `pairs` view "
                 "needs preference rows (chosen/rejected)"
             )
@@ -117,7 +123,7 @@ class PreferenceDataModule(L.LightningDataModule):
             train_items, eval_items = self._hold_out(train_items)
             eval_name = source.train_name
         else:
-            eval_items = encoder.encode(self._normalise(read_rows(source.eval), kind))
+            eval_items = encoder.encode(self._normalise(source.eval, kind))
             eval_name = str(source.eval_name)
         train_items = self._order(train_items, self.cfg.max_train_rows, TRAIN_ORDER_STREAM)
         eval_items = self._order(eval_items, self.cfg.max_eval_rows, EVAL_ORDER_STREAM)
@@ -132,9 +138,13 @@ class PreferenceDataModule(L.LightningDataModule):
         self._report = report
         log.info("data %s (%s rows): %s", self.cfg.name, kind.value, report.summary())
 
-    def _normalise(self, raw_rows: list[dict[str, Any]], kind: RowKind) -> list[Item]:
-        """Every raw row as (source index, normalised row or reason)."""
-        return [(i, normalise(raw, kind, self.tokenizer)) for i, raw in enumerate(raw_rows)]
+    def _normalise(self, raw_rows: list[RawRow], kind: RowKind) -> list[Item]:
+        """Every raw row as (source index, normalised row or reason); an unreadable one keeps
+        the file reader's reason."""
+        return [
+            (i, raw if isinstance(raw, BadReason) else normalise(raw, kind, self.tokenizer))
+            for i, raw in enumerate(raw_rows)
+        ]
 
     def _hold_out(self, items: list[FittedItem]) -> tuple[list[FittedItem], list[FittedItem]]:
         """(train, eval) items: ``eval_fraction`` of the usable rows' prompts held out.
@@ -161,12 +171,12 @@ class PreferenceDataModule(L.LightningDataModule):
     def _check(self, report: BadRowReport) -> None:
         """Apply the bad-row policy; a split left without rows is always an error."""
         if report.total and self.cfg.bad_rows == BadRows.error:
-            raise ValueError("data.bad_rows=error and the data has bad rows:\n" + report.describe())
+            raise DataError("data.bad_rows=error and the data has bad rows:\n" + report.describe())
         if report.total:
             log.warning("data: skipping %d bad rows\n%s", report.total, report.describe())
         for split in report.splits:
             if split.rows_kept == 0:
-                raise ValueError(
+                raise DataError(
                     f"data: no usable rows left in the {split.split} split "
                     f"({split.rows_read} read)\n{report.describe()}"
                 )

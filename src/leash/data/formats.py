@@ -78,6 +78,12 @@ class BadReason(str, Enum):
     """A chat message whose role is not one of ``ROLES``."""
     special_token_text = "special_token_text"
     """A chat prompt message holds the text of a special token (see the module docstring)."""
+    not_text = "not_text"
+    """A prompt or response that is neither text nor messages (a number, say)."""
+    malformed_json = "malformed_json"
+    """A line (or list entry) of a JSON data file that is not one JSON object."""
+    not_utf8 = "not_utf8"
+    """A line of a JSON-lines data file whose bytes are not UTF-8 text."""
 
 
 class RowKind(str, Enum):
@@ -234,7 +240,7 @@ def check_texts(
 def _strings(*values: Any) -> tuple[str, ...] | BadReason:
     if all(isinstance(value, str) for value in values):
         return tuple(values)
-    return BadReason.unparseable
+    return BadReason.not_text
 
 
 def _scores(raw: Mapping[str, Any]) -> RowScores | None:
@@ -285,6 +291,8 @@ def _conversational_pair(
     """Explicit (prompt messages + one answer each) or whole conversations (shared leading
     messages; a ``prompt`` that is not a list of messages is then not read)."""
     chosen, rejected = raw["chosen"], raw["rejected"]
+    if not all(isinstance(answer, str | list) for answer in (chosen, rejected)):
+        return BadReason.not_text
     if not isinstance(chosen, list) or not isinstance(rejected, list):
         return BadReason.unparseable
     if isinstance(raw.get("prompt"), list):

@@ -2,7 +2,8 @@
 
 Sources (``DataConfig.source``): ``hub`` (``datasets.load_dataset(path, subset)``), ``files``
 (local JSON/JSONL/Parquet/CSV, chosen by extension; ``path`` may be a glob; the files form the
-train split) and ``disk`` (``datasets.load_from_disk``: a Dataset, taken as the train split, or a
+train split; read record by record in :mod:`leash.data.files`, so a bad line is a counted bad
+row) and ``disk`` (``datasets.load_from_disk``: a Dataset, taken as the train split, or a
 DatasetDict). ``task`` is resolved by the caller into a ``disk`` source before the data module is
 built, so it is refused here.
 
@@ -13,21 +14,19 @@ fixed stream per purpose, so the same seed gives the same split and the same ord
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Hashable, Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import datasets
 import numpy as np
 
 from leash.config import DataConfig, DataSource
-from leash.data.formats import CARRIED_COLUMNS, ENDED_COLUMNS
+from leash.data.errors import DataError
+from leash.data.files import RawRow, read_data_files
+from leash.data.formats import CARRIED_COLUMNS, ENDED_COLUMNS, BadReason
 
 log = logging.getLogger(__name__)
-
-FILE_BUILDERS = {".json": "json", ".jsonl": "json", ".parquet": "parquet", ".csv": "csv"}
-"""File extension -> ``datasets`` packaged builder."""
 
 ROW_COLUMNS = ("prompt", "chosen", "rejected", "response", *CARRIED_COLUMNS, *ENDED_COLUMNS)
 """The only columns read; any other column is ignored."""
@@ -37,12 +36,15 @@ CARVE_STREAM, TRAIN_ORDER_STREAM, EVAL_ORDER_STREAM = 0, 1, 2
 
 @dataclass
 class SourceSplits:
-    """The raw splits of a source; ``eval`` is None when the source has no eval split."""
+    """The raw rows of a source's splits (only the :data:`ROW_COLUMNS`); ``eval`` is None when
+    the source has no eval split. A row a file reader could not read is its reason."""
 
-    train: datasets.Dataset
+    train: list[RawRow]
     train_name: str
-    eval: datasets.Dataset | None
+    eval: list[RawRow] | None
     eval_name: str | None
+    columns: list[str]
+    """The train split's columns among :data:`ROW_COLUMNS` (what the row format is told by)."""
 
 
 def load_source(cfg: DataConfig) -> SourceSplits:
@@ -54,43 +56,47 @@ def load_source(cfg: DataConfig) -> SourceSplits:
         )
     if not cfg.path:
         raise ValueError(f"data.path: required when data.source={cfg.source.value}")
+    if cfg.source == DataSource.files:
+        rows, columns = read_data_files(cfg.path)
+        rows = [_row_columns(row) for row in rows]
+        columns = [name for name in columns if name in ROW_COLUMNS]
+        return SourceSplits(rows, cfg.train_split, None, None, columns)
     if cfg.source == DataSource.hub:
         loaded = datasets.load_dataset(cfg.path, cfg.subset)
-    elif cfg.source == DataSource.files:
-        loaded = datasets.DatasetDict({cfg.train_split: _load_files(cfg.path, cfg.train_split)})
     else:
         loaded = datasets.load_from_disk(cfg.path)
         if isinstance(loaded, datasets.Dataset):
             loaded = datasets.DatasetDict({cfg.train_split: loaded})
     if cfg.train_split not in loaded:
-        raise ValueError(
+        raise DataError(
             f"data.train_split: no split {cfg.train_split!r} in {cfg.path}; "
             f"splits are {sorted(loaded)}"
         )
     has_eval = cfg.eval_split is not None and cfg.eval_split in loaded
+    train = loaded[cfg.train_split]
     return SourceSplits(
-        train=loaded[cfg.train_split],
+        train=_dataset_rows(train),
         train_name=cfg.train_split,
-        eval=loaded[cfg.eval_split] if has_eval else None,
+        eval=_dataset_rows(loaded[cfg.eval_split]) if has_eval else None,
         eval_name=cfg.eval_split if has_eval else None,
+        columns=[name for name in train.column_names if name in ROW_COLUMNS],
     )
 
 
-def _load_files(path: str, split: str) -> datasets.Dataset:
-    """Local files (a path or a glob) through the builder their extension names."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in FILE_BUILDERS:
-        raise ValueError(
-            f"data.path: cannot tell the file type of {path!r}; "
-            f"expected one of {sorted(FILE_BUILDERS)}"
-        )
-    return datasets.load_dataset(FILE_BUILDERS[suffix], data_files={split: path}, split=split)
+def _row_columns(row: RawRow) -> RawRow:
+    """A file record restricted to the columns the row formats read."""
+    return row if isinstance(row, BadReason) else {k: row[k] for k in row if k in ROW_COLUMNS}
 
 
-def read_rows(dataset: datasets.Dataset) -> list[dict[str, Any]]:
+def _dataset_rows(dataset: datasets.Dataset) -> list[RawRow]:
     """The rows of a split as dicts, restricted to the columns the row formats read."""
     columns = [name for name in dataset.column_names if name in ROW_COLUMNS]
     return dataset.select_columns(columns).to_list()
+
+
+def readable_rows(rows: Sequence[RawRow]) -> Iterator[dict[str, Any]]:
+    """The rows that were read as records (not a file reader's reasons)."""
+    return (row for row in rows if not isinstance(row, BadReason))
 
 
 # --------------------------------------------------------------------------------- splitting

@@ -31,7 +31,7 @@ import torch
 
 from leash.config import DataConfig
 from leash.data.formats import ASSISTANT_MARKER, BadReason, RowKind, resolve_kind, split_implicit
-from leash.data.sources import load_source, read_rows
+from leash.data.sources import load_source, readable_rows
 from leash.models.judge import Judge
 
 log = logging.getLogger(__name__)
@@ -194,14 +194,14 @@ def write_relabelled_pairs(
     splits = {source.train_name: source.train}
     if source.eval is not None:
         splits[str(source.eval_name)] = source.eval
-    sample = source.train[0] if len(source.train) else {}
-    kind = resolve_kind(data.format, source.train.column_names, sample)
+    sample = next(readable_rows(source.train), {})
+    kind = resolve_kind(data.format, source.columns, sample)
     if kind == RowKind.sft:
         raise ValueError(f"data.relabel_with: {data.path} is an SFT corpus, not preference pairs")
     relabelled, stats = {}, {}
     for index, (name, split) in enumerate(splits.items()):
         rows, stats[name] = relabel_rows(
-            read_rows(split), kind, score_fn, temperature, label_stream(seed, index)
+            list(readable_rows(split)), kind, score_fn, temperature, label_stream(seed, index)
         )
         relabelled[name] = datasets.Dataset.from_list(rows)
         log.info("relabel %s: %s", name, stats[name])
