@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 from leash.config import ConfigError, TrainConfig, validate, validate_inputs
 from leash.pipeline.compose import register_all
+from leash.pipeline.launcher import write_error
 from leash.resources import conf_dir
 from leash.run_lock import RunFolderBusy, run_folder_lock
 
@@ -54,9 +55,11 @@ def _log_through_hydra_only() -> None:
 
 
 def _fail(error: Exception, code: int) -> NoReturn:
-    """End the job on an expected error with its one-line message, no traceback: a single run
-    prints it and exits with ``code``; a multirun job logs it and re-raises, so that Hydra
-    records this job as failed and goes on with the next one."""
+    """End the job on an expected error with its message, no traceback: a single run prints it
+    and exits with ``code``; a multirun job logs it and re-raises, so that Hydra records this
+    job as failed and goes on with the next one. Either way the message is left in the run
+    folder, for a parent that launched this run as a stage (:func:`write_error`)."""
+    write_error(HydraConfig.get().runtime.output_dir, str(error))
     if HydraConfig.get().mode == RunMode.MULTIRUN:
         log.error("%s", error)
         raise error
@@ -67,9 +70,11 @@ def _fail(error: Exception, code: int) -> NoReturn:
 def train_job(cfg: DictConfig) -> None:
     """One `leash train` job: validate, build the Trainer, run the algorithm's recipe.
 
-    An invalid config exits with status 2; a run folder another trainer holds
+    An invalid config or unusable data (:class:`~leash.data.errors.DataError`) exits with
+    status 2; a run folder another trainer holds
     (:mod:`leash.run_lock`) and a non-finite training quantity
-    (:class:`~leash.modules.guard.NonFiniteError`) with 1; each with its one-line message.
+    (:class:`~leash.modules.guard.NonFiniteError`) with 1; a failed upstream stage with the
+    child's status and error line; each with its one-line message.
     """
     try:
         typed = validate(cfg)
@@ -87,8 +92,10 @@ def _train(cfg: DictConfig, typed: TrainConfig) -> None:
     """Build the Trainer, its loggers and callbacks, and run the recipe of a valid config."""
     import lightning  # heavy imports (torch, transformers) only once the config is valid
 
+    from leash.data.errors import DataError
     from leash.logging_wandb import finishing_wandb
     from leash.modules.guard import NonFiniteError
+    from leash.pipeline.launcher import StageFailed
     from leash.pipeline.recipes import run_recipe
 
     _log_through_hydra_only()
@@ -101,8 +108,12 @@ def _train(cfg: DictConfig, typed: TrainConfig) -> None:
         )
         try:
             run_recipe(typed, trainer, list(HydraConfig.get().overrides.task))
+        except DataError as error:
+            _fail(error, 2)
         except NonFiniteError as error:
             _fail(error, 1)
+        except StageFailed as error:  # the child's own line, said again as ours
+            _fail(error, error.exit_code)
 
 
 def _train_main(argv: Sequence[str]) -> None:

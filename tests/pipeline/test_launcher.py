@@ -1,4 +1,5 @@
-"""A stage child dies with its parent, however the parent dies."""
+"""A stage child dies with its parent, however the parent dies; a failed child's own error line
+and status become the parent's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from leash.pipeline.launcher import ChildExit, StageFailed, run_train
 
 PARENT = """
 import os, signal, subprocess
@@ -37,3 +40,24 @@ def test_a_child_is_killed_when_its_parent_is_killed():
     while alive(child) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(child)
+
+
+def test_a_failed_child_says_its_own_error_line_and_status(tmp_path, capfd):
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "error.txt").write_text("an earlier attempt's error")
+    child = run_train(["algo=dpo", "algo.beta=-1", "algo.lr=-2"], tmp_path / "run")
+    assert child.code == 2  # an invalid config
+    assert child.error.splitlines() == [
+        "invalid configuration:",
+        "  algo.lr: must be > 0, got -2.0",
+        "  algo.beta: must be > 0, got -1.0",
+    ]
+    assert f"leash train: {child.error}" in capfd.readouterr().err  # it printed it, too
+    failed = StageFailed("sft", tmp_path / "run", child)
+    assert str(failed) == f"the sft stage (run folder {tmp_path / 'run'}) failed: {child.error}"
+    assert failed.exit_code == 2
+
+
+def test_a_killed_child_is_reported_by_its_status():
+    killed = StageFailed("reward", Path("/runs/r"), ChildExit(137, None))
+    assert str(killed).endswith("failed: exit status 137; its log is in /runs/r")

@@ -53,8 +53,8 @@ def _uses_task_data(overrides: list[str]) -> bool:
 def run_stage(stage: str, overrides: list[str], run_dir: Path) -> StageResult:
     """``leash train algo=<stage> ...`` in a child process, its output streamed live."""
     started = time.perf_counter()
-    returncode = run_train([f"algo={stage}", *overrides], run_dir)
-    return StageResult(stage, run_dir, time.perf_counter() - started, returncode == 0)
+    child = run_train([f"algo={stage}", *overrides], run_dir)
+    return StageResult(stage, run_dir, time.perf_counter() - started, child.code == 0)
 
 
 def _parser() -> argparse.ArgumentParser:

@@ -4,6 +4,10 @@ Each stage runs in its own process: the same code path as a user's own run, and 
 measurement that is the stage's own. A child dies with its parent (on Linux, through the
 parent-death signal), so a killed ``leash train`` or ``leash compare`` never leaves a stage
 training on in its folder; the rerun resumes that stage from its last checkpoint.
+
+A child's output streams through live. When ``leash train`` ends on an expected error (a config
+or data error, a non-finite quantity) it also leaves the message in ``<run>/error.txt``
+(:func:`write_error`), so that a parent can say it again as its own (:class:`StageFailed`).
 """
 
 from __future__ import annotations
@@ -14,10 +18,35 @@ import signal
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
+
+from leash.atomic import write_text_atomic
 
 PR_SET_PDEATHSIG = 1
 """``prctl`` option: the signal this process gets when its parent dies (linux/prctl.h)."""
+
+ERROR_FILE = "error.txt"
+"""Where in its run folder ``leash train`` leaves the message of the expected error it ended on."""
+
+
+@dataclass(frozen=True)
+class ChildExit:
+    """How a ``leash train`` child ended."""
+
+    code: int
+    """Its exit status; a child killed by a signal has ``128 + signal``, as a shell reports."""
+    error: str | None
+    """The message of the expected error it ended on (:func:`write_error`), if it did."""
+
+
+class StageFailed(RuntimeError):
+    """An upstream stage's child failed; the message says which stage, where, and why."""
+
+    def __init__(self, kind: str, run_dir: Path, child: ChildExit) -> None:
+        why = child.error or f"exit status {child.code}; its log is in {run_dir}"
+        super().__init__(f"the {kind} stage (run folder {run_dir}) failed: {why}")
+        self.exit_code = child.code
 
 
 def train_command(overrides: Sequence[str], run_dir: Path) -> list[str]:
@@ -40,7 +69,19 @@ def die_with(parent_pid: int) -> Callable[[], None] | None:
     return set_parent_death_signal
 
 
-def run_train(overrides: Sequence[str], run_dir: Path) -> int:
-    """Run one ``leash train`` child to the end, its output streamed live; its exit code."""
+def run_train(overrides: Sequence[str], run_dir: Path) -> ChildExit:
+    """Run one ``leash train`` child to the end, its output streamed live; how it ended."""
+    error_file = Path(run_dir) / ERROR_FILE
+    error_file.unlink(missing_ok=True)  # a message left by an earlier attempt is not this one's
     command = train_command(overrides, run_dir)
-    return subprocess.run(command, check=False, preexec_fn=die_with(os.getpid())).returncode
+    code = subprocess.run(command, check=False, preexec_fn=die_with(os.getpid())).returncode
+    code = code if code >= 0 else 128 - code  # killed by a signal: 128 + its number
+    error = error_file.read_text().strip() if code and error_file.exists() else None
+    return ChildExit(code, error)
+
+
+def write_error(run_dir: str | Path, message: str) -> None:
+    """Leave the message of the error a run ends on in its folder, for the parent to say."""
+    folder = Path(run_dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(folder / ERROR_FILE, message + "\n")

@@ -25,13 +25,13 @@ from pathlib import Path
 from transformers import PreTrainedTokenizerFast
 
 from leash.config import DataConfig, DataSource, TrainConfig, validate
-from leash.data.sources import load_source, read_rows
+from leash.data.sources import load_source, readable_rows
 from leash.data.tasks import SyntheticTask
 from leash.models.tiny import write_tiny_checkpoint
 from leash.models.tokenizers import build_bpe_tokenizer, build_byte_tokenizer
 from leash.pipeline.cache import ArtifactCache, config_key
 from leash.pipeline.compose import compose_train
-from leash.pipeline.launcher import run_train
+from leash.pipeline.launcher import StageFailed, run_train
 from leash.pipeline.overrides import upstream_overrides
 
 log = logging.getLogger(__name__)
@@ -63,7 +63,7 @@ def text_source(data: DataConfig) -> dict:
 
 def training_texts(data: DataConfig) -> Iterator[str]:
     """Every text of the train split of ``data``: prompts, responses, message contents."""
-    for row in read_rows(load_source(data).train):
+    for row in readable_rows(load_source(data).train):
         for name in ("prompt", "chosen", "rejected", "response"):
             value = row.get(name)
             if isinstance(value, str):
@@ -168,8 +168,9 @@ class Stages:
         def train_in_child(_: Path) -> None:
             run_dir = self.cache.root / "runs" / f"{kind}-{key}"
             log.info("stage %s: not cached; training it now (run folder %s)", kind, run_dir)
-            if run_train(overrides, run_dir) != 0:
-                raise RuntimeError(f"the {kind} stage failed; its log is in {run_dir}")
+            child = run_train(overrides, run_dir)
+            if child.code != 0:
+                raise StageFailed(kind, run_dir, child)
             if not self.cache.has(kind, key):
                 raise RuntimeError(f"the {kind} stage finished but stored no artifact {key}")
 
