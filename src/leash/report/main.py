@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -12,6 +13,14 @@ from rich.table import Table
 
 from leash.report.plots import plot_costs, plot_frontier, points_above_frontier
 from leash.report.runs import FINISHED, load_runs
+from leash.report.seeds import (
+    SEEDS_TITLE,
+    methods_csv,
+    methods_json,
+    methods_markdown,
+    methods_over_seeds,
+    methods_rich,
+)
 from leash.report.table import to_rich, write_reports
 
 EXIT_NO_RUNS = 2
@@ -66,7 +75,14 @@ def main(argv: list[str]) -> int:
     console.print(table)
     if above:
         console.print(f"[bold red]warning:[/] above the optimal frontier: {escape(names)}")
-    written = write_reports(runs, args.dir, out, notes)
+    methods = methods_over_seeds(runs)
+    sections, extra = {}, {}
+    if methods:
+        console.print(methods_rich(methods))
+        sections[SEEDS_TITLE] = methods_markdown(methods)
+        extra = {"results_by_method.csv": methods_csv(methods),
+                 "results_by_method.json": json.dumps(methods_json(methods), indent=2)}
+    written = write_reports(runs, args.dir, out, notes, sections, extra)
     for path in written + [figure.path for figure in figures]:
         console.print(f"wrote {path}", markup=False)
     return 0

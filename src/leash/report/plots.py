@@ -1,7 +1,8 @@
 """Figures of a report (matplotlib's object API on the Agg canvas: no global backend change).
 
 ``frontier.png`` draws the exact optimal reward-KL frontier of each distinct reference and every
-finished run as a point on it; ``cost.png`` compares peak memory and throughput.
+finished run as a point on it (a method run over several seeds: each seed, and its mean with
+95% error bars); ``cost.png`` compares peak memory and throughput.
 :func:`points_above_frontier` is the bug detector behind the first: no policy can beat π*_β.
 """
 
@@ -16,6 +17,7 @@ from matplotlib.figure import Figure
 
 from leash.atomic import atomic_path
 from leash.report.runs import FINISHED, FrontierCurve, RunRecord
+from leash.report.seeds import Method, methods_over_seeds, spread
 from leash.report.table import MIB
 
 # Share of the plotted KL range left of the leftmost point, so no marker is cut in half.
@@ -134,12 +136,12 @@ def _frontier_label(index: int, curve: FrontierCurve, count: int) -> str:
     return f"optimal frontier {index + 1} (ref. reward {curve.reference_reward:.3f})"
 
 
-def _draw_points(axes: Axes, points: list[RunPoint], first_color: int) -> None:
+def _draw_points(
+    axes: Axes, points: list[RunPoint], colors: dict[str, str], unnamed: set[Path]
+) -> None:
     """One colour per algorithm, filled for exact points and hollow for sampled ones; runs at
-    the same spot share one label."""
-    algos = list(dict.fromkeys(p.run.algo for p in points))
-    for index, algo in enumerate(algos):
-        color = f"C{first_color + index}"
+    the same spot share one label; runs in ``unnamed`` (seeds of a method) get none."""
+    for algo, color in colors.items():
         for exact in (True, False):
             chosen = [p for p in points if p.run.algo == algo and p.exact == exact]
             if not chosen:
@@ -150,10 +152,32 @@ def _draw_points(axes: Axes, points: list[RunPoint], first_color: int) -> None:
             axes.scatter(kl, reward, s=36, zorder=4, label=label, **style)
     names: dict[tuple[float, float], list[str]] = {}
     for p in points:
-        names.setdefault((p.kl, p.reward), []).append(p.run.name)
+        if p.run.path not in unnamed:
+            names.setdefault((p.kl, p.reward), []).append(p.run.name)
     for spot, labels in names.items():
         text = ", ".join(labels)
         axes.annotate(text, spot, xytext=(4, 4), textcoords="offset points", fontsize=7)
+
+
+def _draw_method_means(
+    axes: Axes, runs: list[RunRecord], score: str, colors: dict[str, str]
+) -> list[Method]:
+    """Each method over seeds as its mean point with 95% t-interval error bars on both axes
+    (:mod:`leash.report.seeds`); the methods drawn."""
+    drawn = []
+    for method in methods_over_seeds(runs):
+        points = [p for p in (run_point(run, score) for run in method.runs) if p is not None]
+        if len(points) < 2 or method.algo not in colors:
+            continue
+        kl, reward = spread([p.kl for p in points]), spread([p.reward for p in points])
+        axes.errorbar(kl.mean, reward.mean, xerr=kl.ci95, yerr=reward.ci95, fmt="D",
+                      markersize=7, capsize=3, color=colors[method.algo], zorder=5,
+                      markeredgecolor="black", label=f"{method.name}: mean of {len(points)} "
+                      "seeds ± 95% t-interval")
+        axes.annotate(method.name, (kl.mean, reward.mean), xytext=(6, -10),
+                      textcoords="offset points", fontsize=7)
+        drawn.append(method)
+    return drawn
 
 
 def plot_frontier(runs: list[RunRecord], path: Path) -> PlotFile | None:
@@ -188,7 +212,10 @@ def plot_frontier(runs: list[RunRecord], path: Path) -> PlotFile | None:
         )
         names = ", ".join(run.name for run in owners)
         sources.append(f"curve {index + 1}: frontier.json of {names}")
-    _draw_points(axes, points, first_color=len(frontiers))
+    algos = dict.fromkeys(p.run.algo for p in points)
+    colors = {algo: f"C{len(frontiers) + k}" for k, algo in enumerate(algos)}
+    seeded = _draw_method_means(axes, runs, score, colors)
+    _draw_points(axes, points, colors, {run.path for m in seeded for run in m.runs})
     kl_min = min([0.0, *(p.kl for p in points)])  # a sampled k1 estimate can be < 0
     axes.set_xlim(kl_min - _LEFT_MARGIN * (kl_max - kl_min), kl_max)
     axes.set_xlabel("KL(π ‖ π_ref) (nats per prompt)")

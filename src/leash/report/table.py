@@ -304,8 +304,11 @@ def to_rich(runs: list[RunRecord], title: str = "") -> Table:
     return table
 
 
-def to_report_markdown(runs: list[RunRecord], root: Path, notes: list[str]) -> str:
-    """report.md: a summary line, the table, where each column comes from, and ``notes``."""
+def to_report_markdown(
+    runs: list[RunRecord], root: Path, notes: list[str], sections: dict[str, str] | None = None
+) -> str:
+    """report.md: a summary line, the table, ``sections`` (title -> markdown), where each
+    column comes from, and ``notes``."""
     failed = [run for run in runs if run.status != FINISHED]
     lines = [
         "# leash report",
@@ -314,6 +317,7 @@ def to_report_markdown(runs: list[RunRecord], root: Path, notes: list[str]) -> s
         f"{len(failed)} failed).",
         "",
         to_markdown(runs),
+        *(part for title, text in (sections or {}).items() for part in (f"## {title}", "", text)),
         "## Where each column comes from",
         "",
         *(f"- **{c.header}**: {c.source}" for c in shown_columns(runs)),
@@ -326,13 +330,22 @@ def to_report_markdown(runs: list[RunRecord], root: Path, notes: list[str]) -> s
     return "\n".join(lines) + "\n"
 
 
-def write_reports(runs: list[RunRecord], root: Path, out_dir: Path, notes: list[str]) -> list[Path]:
-    """Write report.md, results.csv and results.json (each atomically) into ``out_dir``."""
+def write_reports(
+    runs: list[RunRecord],
+    root: Path,
+    out_dir: Path,
+    notes: list[str],
+    sections: dict[str, str] | None = None,
+    extra: dict[str, str] | None = None,
+) -> list[Path]:
+    """Write report.md (with ``sections``), results.csv, results.json and the ``extra`` files
+    (name -> text), each atomically, into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     outputs = {
-        "report.md": to_report_markdown(runs, root, notes),
+        "report.md": to_report_markdown(runs, root, notes, sections),
         "results.csv": to_csv(runs),
         "results.json": to_json(runs),
+        **(extra or {}),
     }
     for name, text in outputs.items():
         write_text_atomic(out_dir / name, text)
