@@ -21,6 +21,7 @@ from pathlib import Path
 from hydra import compose, initialize_config_dir
 from hydra._internal.config_loader_impl import ConfigLoaderImpl
 from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.core.override_parser.types import Override
 from omegaconf import DictConfig, open_dict
@@ -70,6 +71,17 @@ def composer(output_dir: Path) -> Iterator[Composer]:
     with initialize_config_dir(config_dir=str(conf_dir()), version_base=None):
         yield Composer(output_dir)
     GlobalHydra.instance().clear()
+
+
+@contextmanager
+def inside_a_job() -> Iterator[None]:
+    """Hydra's job state, as `leash train` has it: code that composes an upstream stage's
+    config (``Stages._upstream``) runs inside it. Call within :func:`composer`."""
+    HydraConfig.instance().set_config(compose("train", return_hydra_config=True))
+    try:
+        yield
+    finally:
+        HydraConfig.instance().cfg = None
 
 
 def job_error(compose_job: Composer, overrides: Sequence[str]) -> str | None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from composing import composer, job_error
+from composing import composer, inside_a_job, job_error
 from leash.pipeline.compare import NEEDS_GOLD_REWARD, STAGES
 from leash.pipeline.compare import _parser as compare_parser
 from leash.pipeline.overrides import route_by_prefix
@@ -109,20 +109,14 @@ def test_readme_quotes_the_error_leash_prints(compose_job, command, quoted):
 
 def test_upstream_sft_overrides_reach_the_sft_stage(compose_job):
     """The README's `upstream.sft` example: the SFT stage this DPO run builds trains at 3e-3."""
-    from hydra import compose
-    from hydra.core.hydra_config import HydraConfig
-
     from leash.config import validate
     from leash.pipeline.stages import Stages
 
     overrides = ["algo=dpo", 'upstream.sft=["algo.lr=3e-3"]']
     typed = validate(compose_job(overrides))
     assert typed.upstream.sft == ["algo.lr=3e-3"]
-    HydraConfig.instance().set_config(compose("train", return_hydra_config=True))
-    try:  # the stage composes its config inside this job, as in a real run
+    with inside_a_job():  # the stage composes its config inside this job, as in a real run
         stage, stage_overrides = Stages(typed, overrides)._sft_upstream
-    finally:
-        HydraConfig.instance().cfg = None
     assert stage.cfg.algo.name == "sft"
     assert stage.cfg.algo.lr == 3e-3
     assert stage_overrides[-1] == "algo.lr=3e-3"

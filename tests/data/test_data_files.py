@@ -182,3 +182,19 @@ def test_a_stage_that_cannot_read_the_data_ends_the_run_with_its_own_sentence(is
     assert last.endswith(f"failed: data.path: {path} holds one JSON dict, not rows: expected a "
                          "list of objects, or one object per line (JSON lines)")
     assert "Traceback" not in result.stdout + result.stderr
+
+
+def test_a_fixed_split_seed_holds_out_the_same_prompts_for_every_seed(tok, tmp_path):
+    rows = [{"prompt": f"{a} {b}", "chosen": "yes", "rejected": "no"}
+            for a in WORDS for b in WORDS]
+    path = tmp_path / "pairs.jsonl"
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+    def held_out(seed: int, split_seed: int | None) -> list[str]:
+        cfg = DataConfig(name="t", source=DataSource.files, path=str(path), eval_fraction=0.3)
+        module = PreferenceDataModule(cfg, tok, view="pairs", seed=seed, split_seed=split_seed)
+        module.setup()
+        return [pair.prompt for pair in module.pairs("eval")]
+
+    assert held_out(1, split_seed=0) == held_out(2, split_seed=0) == held_out(0, None)
+    assert held_out(1, None) != held_out(2, None)

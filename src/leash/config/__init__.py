@@ -40,6 +40,7 @@ from leash.config.enums import (
     RowFormat,
     Scheduler,
     Truncation,
+    UpstreamSeed,
 )
 from leash.config.fields import (
     ConfigError,
@@ -102,6 +103,7 @@ __all__ = [
     "TrainConfig",
     "TrainerConfig",
     "Truncation",
+    "UpstreamSeed",
     "UpstreamConfig",
     "check_ranges",
     "exact_div",

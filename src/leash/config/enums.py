@@ -29,6 +29,13 @@ class BadRows(str, Enum):
     error = "error"
 
 
+class UpstreamSeed(str, Enum):
+    """Which seed builds a run's upstream artifacts (see ``UpstreamConfig.seed``)."""
+
+    per_run = "per_run"
+    shared = "shared"
+
+
 class Arch(str, Enum):
     gpt2 = "gpt2"
     llama = "llama"

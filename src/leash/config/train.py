@@ -10,6 +10,7 @@ from omegaconf import MISSING, OmegaConf
 
 from leash.config.algo import ALGO_SCHEMAS, checkpoint_steps, lightning_clip, optimizer_steps
 from leash.config.data import DataConfig
+from leash.config.enums import UpstreamSeed
 from leash.config.fields import non_negative, positive, seed_field
 from leash.config.model import ModelConfig, PeftConfig
 
@@ -65,6 +66,11 @@ class UpstreamConfig:
     """Overrides of the SFT stage, each one quoted: `'upstream.sft=["algo.lr=3e-3"]'`."""
     reward: list[str] = field(default_factory=list)
     """Overrides of the reward-model stage (PPO with a learned reward)."""
+    seed: UpstreamSeed = UpstreamSeed.per_run
+    """`per_run`: the SFT policy, the task's pairs, their relabelling, the reward model and the
+    held-out split follow this run's `seed` (seeds differ in data and in training noise);
+    `shared`: they are built with seed 0 whatever `seed` says, so seeds share the same data
+    and differ in training noise only (the training order, dropout, sampling)."""
 
 
 @dataclass

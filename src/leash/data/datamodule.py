@@ -73,11 +73,18 @@ class PreferenceDataModule(L.LightningDataModule):
             task into a ``disk`` source first).
         tokenizer: the policy's tokenizer (its chat template renders conversational rows).
         view: ``pairs``, ``sft`` or ``prompts``.
-        seed: seeds the eval hold-out, the row order and the training shuffle.
+        seed: seeds the training shuffle and, unless ``split_seed`` is given, the data choice.
+        split_seed: seeds the data choice: the eval hold-out and which rows a row cap keeps
+            (and their order); ``upstream.seed=shared`` keeps it fixed across seeds.
     """
 
     def __init__(
-        self, cfg: DataConfig, tokenizer: PreTrainedTokenizerBase, view: View, seed: int = 0
+        self,
+        cfg: DataConfig,
+        tokenizer: PreTrainedTokenizerBase,
+        view: View,
+        seed: int = 0,
+        split_seed: int | None = None,
     ) -> None:
         super().__init__()
         if view not in get_args(View):
@@ -86,6 +93,7 @@ class PreferenceDataModule(L.LightningDataModule):
         self.tokenizer = tokenizer
         self.view: View = view
         self.seed = seed
+        self.split_seed = seed if split_seed is None else split_seed
         pad_id = tokenizer.pad_token_id
         # GPT-2-like tokenizers have no pad token; the attention mask makes the filler harmless.
         self.pad_id: int = tokenizer.eos_token_id if pad_id is None else pad_id
@@ -159,14 +167,15 @@ class PreferenceDataModule(L.LightningDataModule):
         usable = [
             (k, row.prompt) for k, (_, row) in enumerate(items) if not isinstance(row, BadReason)
         ]
-        _, eval_rows = carve_eval([p for _, p in usable], self.cfg.eval_fraction, self.seed)
+        _, eval_rows = carve_eval([p for _, p in usable], self.cfg.eval_fraction, self.split_seed)
         held_out = {usable[k][0] for k in eval_rows}
         train = [item for k, item in enumerate(items) if k not in held_out]
         return train, [items[k] for k in sorted(held_out)]
 
     def _order(self, items: list[FittedItem], limit: int | None, stream: int) -> list[FittedItem]:
         """The split's rows in seeded order, capped at ``limit``."""
-        return [items[i] for i in shuffle_and_cap(range(len(items)), limit, self.seed, stream)]
+        order = shuffle_and_cap(range(len(items)), limit, self.split_seed, stream)
+        return [items[i] for i in order]
 
     def _check(self, report: BadRowReport) -> None:
         """Apply the bad-row policy; a split left without rows is always an error."""

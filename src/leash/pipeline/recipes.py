@@ -137,7 +137,9 @@ def run_sft(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
     """
     base_path = stages.base_model_path
     tokenizer = load_tokenizer(stages.tokenizer_path(), cfg.model)
-    datamodule = PreferenceDataModule(stages.sft_data(), tokenizer, view="sft", seed=cfg.seed)
+    datamodule = PreferenceDataModule(
+        stages.sft_data(), tokenizer, view="sft", seed=cfg.seed, split_seed=stages.upstream_seed
+    )
     # The SFT policy is its own reference: its KL is 0 and the frontier starts at it.
     evaluator = build_evaluator(stages, datamodule, tokenizer)
     allowed = allowed_tokens(stages)
@@ -198,7 +200,9 @@ def run_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
     algo: DPOConfig = cfg.algo
     sft_path = stages.sft_policy()
     tokenizer = load_tokenizer(sft_path, cfg.model)
-    datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "pairs", cfg.seed)
+    datamodule = PreferenceDataModule(
+        stages.preference_data(), tokenizer, "pairs", cfg.seed, stages.upstream_seed
+    )
     allowed = allowed_tokens(stages)
     policy = load_causal_lm(sft_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
     reference = build_reference(
@@ -223,7 +227,9 @@ def run_reward(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> 
     """Train a Bradley-Terry reward model from the SFT policy on the shared preference pairs."""
     sft_path = stages.sft_policy()
     tokenizer = load_tokenizer(sft_path, cfg.model)
-    datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "pairs", cfg.seed)
+    datamodule = PreferenceDataModule(
+        stages.preference_data(), tokenizer, "pairs", cfg.seed, stages.upstream_seed
+    )
     model = load_scalar_model(sft_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
     module = RewardModelModule(model, cfg.algo)
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
@@ -248,7 +254,9 @@ def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
     sft_path = stages.sft_policy()
     tokenizer = load_tokenizer(sft_path, cfg.model)
     reward_path = stages.reward_model() if algo.reward == RewardSource.learned else None
-    datamodule = PreferenceDataModule(stages.preference_data(), tokenizer, "prompts", cfg.seed)
+    datamodule = PreferenceDataModule(
+        stages.preference_data(), tokenizer, "prompts", cfg.seed, stages.upstream_seed
+    )
     policy_critic = build_policy_critic(
         algo, cfg.model, cfg.peft, tokenizer, sft_path=sft_path, reward_model_path=reward_path
     )

@@ -12,6 +12,10 @@ Training stages (SFT, reward model) that are not cached run as ``leash train`` i
 process, with this job's model/data/trainer/seed overrides plus ``upstream.<stage>``: the same
 code path as a user's own run, its own clean peak-memory measurement, and a stable run folder
 under the cache so a killed stage resumes from its last checkpoint.
+
+Seeds: with ``upstream.seed=per_run`` every upstream artifact follows the run's seed; with
+``shared`` they are all built with :data:`SHARED_SEED`, so the runs of a seed sweep share their
+data (policy, pairs, reward model, held-out split) and differ only in their training noise.
 """
 
 from __future__ import annotations
@@ -24,7 +28,7 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerFast
 
-from leash.config import DataConfig, DataSource, TrainConfig, validate
+from leash.config import DataConfig, DataSource, TrainConfig, UpstreamSeed, validate
 from leash.data.sources import load_source, readable_rows
 from leash.data.tasks import SyntheticTask
 from leash.models.tiny import write_tiny_checkpoint
@@ -35,6 +39,9 @@ from leash.pipeline.launcher import StageFailed, run_train
 from leash.pipeline.overrides import upstream_overrides
 
 log = logging.getLogger(__name__)
+
+SHARED_SEED = 0
+"""The seed of every upstream artifact under ``upstream.seed=shared``."""
 
 
 def training_dynamics(cfg: TrainConfig) -> dict:
@@ -155,10 +162,18 @@ class Stages:
         return self.cache.path("sft", self.sft_key())
 
     # ------------------------------------------------------------------------ upstream stages
+    @property
+    def upstream_seed(self) -> int:
+        """The seed the upstream artifacts and the held-out split are built with: this run's,
+        or :data:`SHARED_SEED` under ``upstream.seed=shared``."""
+        return SHARED_SEED if self.cfg.upstream.seed == UpstreamSeed.shared else self.cfg.seed
+
     def _upstream(self, algo: str, extra: Sequence[str]) -> tuple[Stages, list[str]]:
         """The typed config of an upstream stage, composed exactly as its child process will."""
         if algo != "sft" and self.cfg.upstream.sft_policy:  # later stages share the given policy
             extra = [f"upstream.sft_policy={self.cfg.upstream.sft_policy}", *extra]
+        if self.cfg.upstream.seed == UpstreamSeed.shared:
+            extra = [f"seed={SHARED_SEED}", *extra]
         overrides = upstream_overrides(self.job_overrides, algo, extra)
         return Stages(validate(compose_train(overrides)), overrides), overrides
 
@@ -202,7 +217,7 @@ class Stages:
         sampled them)."""
         if self.task is None:
             return config_key("pairs", source_data(self.cfg.data))
-        return config_key("pairs", self._sft_identity(), self.cfg.data.task, self.cfg.seed)
+        return config_key("pairs", self._sft_identity(), self.cfg.data.task, self.upstream_seed)
 
     def pairs_key(self) -> str:
         """Key of the preference data every learner reads (relabelled, when a judge is set)."""
@@ -211,7 +226,7 @@ class Stages:
             return self.source_pairs_key()
         return config_key(
             "relabelled", self.source_pairs_key(), data.relabel_with, data.relabel_temperature,
-            self.cfg.seed,
+            self.upstream_seed,
         )
 
     def source_pairs(self) -> DataConfig:
@@ -224,7 +239,7 @@ class Stages:
         folder = self.cache.get_or_build(
             "pairs",
             self.source_pairs_key(),
-            lambda tmp: write_task_pairs(self.task, policy, self.cfg.seed, tmp),
+            lambda tmp: write_task_pairs(self.task, policy, self.upstream_seed, tmp),
         )
         return dataclasses.replace(
             source_data(self.cfg.data), source=DataSource.disk, path=str(folder)
@@ -243,7 +258,7 @@ class Stages:
             "pairs",
             self.pairs_key(),
             lambda tmp: relabel_with_judge(
-                source, data.relabel_with, data.relabel_temperature, self.cfg.seed, tmp
+                source, data.relabel_with, data.relabel_temperature, self.upstream_seed, tmp
             ),
         )
         return dataclasses.replace(data, source=DataSource.disk, path=str(folder))
