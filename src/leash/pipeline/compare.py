@@ -8,6 +8,10 @@ results.json and frontier.png.
 
 Overrides without a stage prefix go to every stage (``model=gpt2 data=hh_rlhf trainer=gpu``);
 ``<stage>.<key>=value`` goes to one stage only (``dpo.algo.beta=0.3``, ``ppo.algo.kl_coef=0.1``).
+
+``seeds=[0,1,2]`` runs every stage once per seed (``<folder>/seed_<s>/<stage>``); the report then
+adds each method's mean and 95% t-interval over its seeds (:mod:`leash.report.seeds`). Whether
+the seeds share their upstream data is ``upstream.seed`` (``per_run`` by default, or ``shared``).
 """
 
 from __future__ import annotations
@@ -68,20 +72,47 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--out", type=Path, default=None,
                         help="comparison folder (default: outputs/compare/<time>)")
     parser.add_argument("overrides", nargs="*",
-                        help="Hydra overrides for every stage, or <stage>.<key>=value for one")
+                        help="Hydra overrides for every stage, or <stage>.<key>=value for one; "
+                        "seeds=[0,1,2] runs every stage once per seed")
     return parser
 
 
+SEEDS_KEY = "seeds="
+
+
+def pop_seeds(overrides: list[str]) -> tuple[list[int] | None, list[str]]:
+    """The ``seeds=[0,1,2]`` (or ``seeds=0,1,2``) of the overrides, and the other overrides."""
+    found = [o for o in overrides if o.startswith(SEEDS_KEY)]
+    rest = [o for o in overrides if not o.startswith(SEEDS_KEY)]
+    if not found:
+        return None, rest
+    text = found[-1].removeprefix(SEEDS_KEY).strip("[] ")
+    try:
+        seeds = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise ValueError(
+            f"seeds: expected a list of integers like seeds=[0,1,2], got {text!r}"
+        ) from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise ValueError(f"seeds: expected distinct integers >= 0, got {text!r}")
+    return seeds, rest
+
+
 def main(argv: list[str]) -> int:
-    """Run the stages, print the comparison table; 0 when every stage finished."""
+    """Run the stages (for each seed), print the comparison table; 0 when every stage finished."""
     args = _parser().parse_args(argv)
+    try:
+        seeds, overrides = pop_seeds(args.overrides)
+    except ValueError as error:
+        print(f"leash compare: {error}", file=sys.stderr)
+        return 2
     stages = tuple(s for s in args.stages.split(",") if s)
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
         print(f"leash compare: unknown stages {unknown}; choose from {STAGES}", file=sys.stderr)
         return 2
     console = Console()
-    routed = route_by_prefix(args.overrides, STAGES)
+    routed = route_by_prefix(overrides, STAGES)
     if not _uses_task_data(routed["sft"]):
         skipped = [s for s in stages if s in NEEDS_GOLD_REWARD]
         stages = tuple(s for s in stages if s not in NEEDS_GOLD_REWARD)
@@ -90,13 +121,10 @@ def main(argv: list[str]) -> int:
     outputs = Path(os.environ.get("LEASH_OUTPUT_DIR", "outputs"))
     folder = args.out or outputs / "compare" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     folder.mkdir(parents=True, exist_ok=True)
-    results = []
-    for number, stage in enumerate(stages, start=1):
-        console.rule(f"[bold]leash compare[/] stage {number}/{len(stages)}: {stage}")
-        result = run_stage(stage, [*STAGE_DEFAULTS.get(stage, []), *routed[stage]], folder / stage)
-        results.append(result)
-        verdict = "[green]finished[/]" if result.ok else "[red]failed[/]"
-        console.print(f"stage {stage} {verdict} in {result.seconds:.0f} s")
+    runs = [(stage, None) for stage in stages] if seeds is None else [
+        (stage, seed) for seed in seeds for stage in stages
+    ]
+    results = _run_stages(console, runs, routed, folder)
     console.rule("[bold]leash compare[/]: results")
     from leash.report.main import main as report_main
 
@@ -104,8 +132,29 @@ def main(argv: list[str]) -> int:
     for result in results:
         console.print(f"  {result.stage:<7} {result.seconds:6.0f} s  {result.run_dir}",
                       markup=False)
-    _log_summary_to_wandb(folder, args.overrides)
+    _log_summary_to_wandb(folder, overrides)
     return 0 if all(r.ok for r in results) else 1
+
+
+def _run_stages(
+    console: Console, runs: list[tuple[str, int | None]], routed: dict[str, list[str]],
+    folder: Path,
+) -> list[StageResult]:
+    """Run each (stage, seed) in order, in its folder, saying how each one ended."""
+    results = []
+    for number, (stage, seed) in enumerate(runs, start=1):
+        where = stage if seed is None else f"{stage}, seed {seed}"
+        console.rule(f"[bold]leash compare[/] stage {number}/{len(runs)}: {where}")
+        stage_overrides = [*STAGE_DEFAULTS.get(stage, []), *routed[stage]]
+        if seed is None:
+            result = run_stage(stage, stage_overrides, folder / stage)
+        else:
+            run_dir = folder / f"seed_{seed}" / stage
+            result = run_stage(stage, [*stage_overrides, f"seed={seed}"], run_dir)
+        results.append(result)
+        verdict = "[green]finished[/]" if result.ok else "[red]failed[/]"
+        console.print(f"stage {where} {verdict} in {result.seconds:.0f} s")
+    return results
 
 
 def _log_summary_to_wandb(folder: Path, overrides: list[str]) -> None:

@@ -1,0 +1,21 @@
+"""`leash compare seeds=[...]`: the seeds are read off the overrides, or refused in a sentence."""
+
+from __future__ import annotations
+
+import pytest
+
+from leash.pipeline.compare import pop_seeds
+
+
+def test_seeds_are_read_off_the_overrides():
+    assert pop_seeds(["debug=fast", "seeds=[0,1,2]", "dpo.algo.beta=0.3"]) == (
+        [0, 1, 2], ["debug=fast", "dpo.algo.beta=0.3"]
+    )
+    assert pop_seeds(["seeds=3,5"]) == ([3, 5], [])
+    assert pop_seeds(["seed=4"]) == (None, ["seed=4"])  # one seed is the ordinary override
+
+
+@pytest.mark.parametrize("bad", ["seeds=[a,b]", "seeds=[]", "seeds=[1,1]", "seeds=[-1,2]"])
+def test_bad_seeds_are_refused_naming_the_key(bad):
+    with pytest.raises(ValueError, match=r"^seeds: expected"):
+        pop_seeds([bad])
