@@ -28,7 +28,7 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("leash.losses",),
     ("leash.config",),
     ("leash.sequences", "leash.atomic", "leash.resources", "leash.checkpoints",
-     "leash.run_lock", "leash"),
+     "leash.run_lock", "leash.runtime", "leash"),
 )
 """Top to bottom; a module may import its own layer and the layers below it."""
 

@@ -97,8 +97,10 @@ def _train(cfg: DictConfig, typed: TrainConfig) -> None:
     from leash.modules.guard import NonFiniteError
     from leash.pipeline.launcher import StageFailed
     from leash.pipeline.recipes import run_recipe
+    from leash.runtime import set_threads
 
     _log_through_hydra_only()
+    set_threads(typed.threads)
     with finishing_wandb():  # the W&B run is closed even when the job raises
         lightning.seed_everything(typed.seed, workers=True)
         callbacks = _instantiate_group(cfg.callbacks)

@@ -1,10 +1,13 @@
-"""`leash compare seeds=[...]`: the seeds are read off the overrides, or refused in a sentence."""
+"""`leash compare`: seeds are read off the overrides (or refused in a sentence); every stage
+gets the same thread count."""
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
-from leash.pipeline.compare import pop_seeds
+from leash.pipeline.compare import pop_seeds, with_threads
 
 
 def test_seeds_are_read_off_the_overrides():
@@ -19,3 +22,10 @@ def test_seeds_are_read_off_the_overrides():
 def test_bad_seeds_are_refused_naming_the_key(bad):
     with pytest.raises(ValueError, match=r"^seeds: expected"):
         pop_seeds([bad])
+
+
+def test_every_stage_gets_one_thread_count():
+    cpus = len(os.sched_getaffinity(0))
+    assert with_threads(["debug=fast"], None) == ["debug=fast", f"threads={cpus}"]
+    assert with_threads([], 3) == ["threads=3"]
+    assert with_threads(["threads=1"], 3) == ["threads=1"]  # the user's own wins

@@ -1,7 +1,8 @@
 """What a run costs: peak memory, bytes per model role, throughput, step time, wall time, MFU.
 
 Written at the end of fit to ``metrics.json`` in the run folder (atomically) and logged under
-``resources/``, with the final logged metrics and, for modules that record one (every one but
+``resources/``, with the final logged metrics, the process's ``runtime`` (threads, versions,
+device: :mod:`leash.runtime`) and, for modules that record one (every one but
 PPO), the loss trend (``divergence``: start and end loss and the ``diverged`` flag, see
 :mod:`leash.modules.guard`), which is also the line the console shows at the end of the run
 (a warning when the run diverged). On GPU the peak is ``torch.cuda.max_memory_allocated``; on
@@ -24,6 +25,7 @@ import torch
 from lightning.pytorch.trainer.states import TrainerFn
 
 from leash.atomic import write_json_atomic
+from leash.runtime import runtime_record
 
 # Dense bf16 peak FLOP/s of accelerators whose MFU we can report (vendor datasheets).
 log = logging.getLogger(__name__)
@@ -201,7 +203,8 @@ class ResourceMetrics(lightning.Callback):
             name: (float(value) if math.isfinite(float(value)) else None)
             for name, value in trainer.callback_metrics.items()
         }
-        payload = {"resources": asdict(report), "metrics": final}
+        payload = {"resources": asdict(report), "metrics": final,
+                   "runtime": runtime_record(pl_module.device)}
         trend = getattr(pl_module, "loss_trend", None)
         if trend is not None:
             payload["divergence"] = trend._asdict()

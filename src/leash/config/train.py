@@ -103,6 +103,9 @@ class TrainConfig:
     """Resume from the run folder's last checkpoint when one exists."""
     checkpoint_every: int | None = positive(None)
     """Training steps (PPO: iterations) between checkpoints; null: a fifth of the run."""
+    threads: int | None = positive(None)
+    """Torch intra-op threads of this run; null keeps torch's default (on CPU the metrics are
+    bit-identical only at one thread count: `leash compare --threads` fixes it for every stage)."""
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     """How upstream artifacts (SFT policy, reward model) are built when the cache lacks them."""
 

@@ -71,6 +71,9 @@ def _parser() -> argparse.ArgumentParser:
                         help=f"comma-separated subset of {','.join(STAGES)}")
     parser.add_argument("--out", type=Path, default=None,
                         help="comparison folder (default: outputs/compare/<time>)")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="torch threads of every stage (default: the CPUs this process may "
+                        "use); a `threads=` override wins")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for every stage, or <stage>.<key>=value for one; "
                         "seeds=[0,1,2] runs every stage once per seed")
@@ -78,6 +81,16 @@ def _parser() -> argparse.ArgumentParser:
 
 
 SEEDS_KEY = "seeds="
+
+
+def with_threads(overrides: list[str], threads: int | None) -> list[str]:
+    """The overrides with one ``threads=`` for every stage (the user's own, else ``threads``,
+    else the CPUs this process may use): stages that run alone get the same count, so no
+    comparison is confounded by it (see :mod:`leash.runtime`)."""
+    if any(o.startswith("threads=") for o in overrides):
+        return overrides
+    count = threads if threads is not None else len(os.sched_getaffinity(0))
+    return [*overrides, f"threads={count}"]
 
 
 def pop_seeds(overrides: list[str]) -> tuple[list[int] | None, list[str]]:
@@ -106,6 +119,7 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"leash compare: {error}", file=sys.stderr)
         return 2
+    overrides = with_threads(overrides, args.threads)
     stages = tuple(s for s in args.stages.split(",") if s)
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
