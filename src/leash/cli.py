@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 
 from leash.config import ConfigError, TrainConfig, validate, validate_inputs
 from leash.pipeline.compose import register_all
-from leash.pipeline.launcher import write_error
+from leash.pipeline.launcher import StageFailed, write_error
 from leash.resources import conf_dir
 from leash.run_lock import RunFolderBusy, run_folder_lock
 
@@ -70,11 +70,11 @@ def _fail(error: Exception, code: int) -> NoReturn:
 def train_job(cfg: DictConfig) -> None:
     """One `leash train` job: validate, build the Trainer, run the algorithm's recipe.
 
-    An invalid config or unusable data (:class:`~leash.data.errors.DataError`) exits with
-    status 2; a run folder another trainer holds
-    (:mod:`leash.run_lock`) and a non-finite training quantity
+    Expected errors end it with their message and no traceback: an invalid config or unusable
+    data (:class:`~leash.data.errors.DataError`) with status 2; a run folder another trainer
+    holds (:mod:`leash.run_lock`) or a non-finite training quantity
     (:class:`~leash.modules.guard.NonFiniteError`) with 1; a failed upstream stage with the
-    child's status and error line; each with its one-line message.
+    child's own status and message.
     """
     try:
         typed = validate(cfg)
@@ -95,7 +95,6 @@ def _train(cfg: DictConfig, typed: TrainConfig) -> None:
     from leash.data.errors import DataError
     from leash.logging_wandb import finishing_wandb
     from leash.modules.guard import NonFiniteError
-    from leash.pipeline.launcher import StageFailed
     from leash.pipeline.recipes import run_recipe
     from leash.runtime import set_threads
 

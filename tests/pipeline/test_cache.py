@@ -1,6 +1,12 @@
-"""The artifact cache: stable keys, atomic stores, no reuse of half-written artifacts."""
+"""The artifact cache: stable keys, atomic stores, no reuse of half-written artifacts, one build
+for concurrent builders."""
 
 from __future__ import annotations
+
+import multiprocessing
+import os
+import time
+from pathlib import Path
 
 import pytest
 
@@ -54,3 +60,30 @@ def test_incomplete_folder_is_rebuilt(tmp_path):
     assert not cache.has("sft", "k1")
     folder = cache.get_or_build("sft", "k1", lambda f: (f / "full.bin").write_text("ok"))
     assert sorted(p.name for p in folder.iterdir()) == [".complete", "full.bin"]
+
+
+def _build_counting(root: str, key: str, started) -> None:
+    """One concurrent builder: waits for the others, then asks for the artifact."""
+
+    def build(folder):
+        with open(Path(root) / "builds.txt", "a") as log:
+            log.write(f"{os.getpid()}\n")
+        time.sleep(0.3)  # the others arrive while this build runs
+        (folder / "weights.bin").write_text("w")
+
+    started.wait()
+    ArtifactCache(root).get_or_build("sft", key, build)
+
+
+def test_concurrent_builders_of_one_artifact_build_it_once(tmp_path):
+    context = multiprocessing.get_context("fork")
+    started = context.Barrier(3)
+    workers = [context.Process(target=_build_counting, args=(str(tmp_path), "k1", started))
+               for _ in range(3)]
+    for worker in workers:
+        worker.start()
+    for worker in workers:
+        worker.join(timeout=30)
+    assert [worker.exitcode for worker in workers] == [0, 0, 0]
+    assert len((tmp_path / "builds.txt").read_text().split()) == 1
+    assert ArtifactCache(tmp_path).has("sft", "k1")
