@@ -3,8 +3,8 @@
 ``python experiments/compare_summary.py [results_by_method.csv]`` prints them; the README holds
 them between ``<!-- generated: compare_summary -->`` and ``<!-- /generated -->``, and
 ``tests/test_readme_figures.py`` checks that they are what this script writes from the
-committed file, so they cannot drift from the numbers. The file comes from
-``leash compare seeds=[0,1,2] --out experiments/results/compare``.
+committed file, so they cannot drift from the numbers. The file is the one
+``leash compare seeds=[0,1,2]`` writes (its report files are committed there).
 """
 
 from __future__ import annotations

@@ -22,8 +22,8 @@ def test_overrides_are_shared_or_routed_to_one_stage():
 
 def test_an_upstream_stage_keeps_upstream_keys_but_not_the_jobs_batching():
     job = ["algo=dpo", "algo.beta=0.3", "model=tiny_llama", "seed=2", "data.batch_size=4",
-           "data.max_length=64", "peft=lora", "+trainer.limit_val_batches=1"]
+           "data.max_length=64", "peft=lora", "+trainer.limit_val_batches=1", "threads=1"]
     assert upstream_overrides(job, "sft", ["algo.lr=3e-3"]) == [
         "model=tiny_llama", "seed=2", "data.max_length=64", "+trainer.limit_val_batches=1",
-        "algo=sft", "algo.lr=3e-3",
+        "threads=1", "algo=sft", "algo.lr=3e-3",
     ]

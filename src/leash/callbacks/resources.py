@@ -27,9 +27,9 @@ from lightning.pytorch.trainer.states import TrainerFn
 from leash.atomic import write_json_atomic
 from leash.runtime import runtime_record
 
-# Dense bf16 peak FLOP/s of accelerators whose MFU we can report (vendor datasheets).
 log = logging.getLogger(__name__)
 
+# Dense bf16 peak FLOP/s of accelerators whose MFU we can report (vendor datasheets).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
 
 

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 
-UPSTREAM_KEYS = ("model", "data", "seed", "trainer", "paths", "debug", "experiment", "eval")
+UPSTREAM_KEYS = (
+    "model", "data", "seed", "trainer", "paths", "debug", "experiment", "eval", "threads"
+)
 """Override keys a job passes on to the upstream stages it builds (not `algo`, not `peft`)."""
 
 LOADER_KEYS = ("data.batch_size", "data.eval_batch_size", "data.num_workers", "data.shuffle")
