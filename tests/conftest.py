@@ -6,6 +6,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -13,6 +14,13 @@ os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+
+# One torch thread in this process (the runs it starts as subprocesses keep torch's default):
+# the resume and determinism tests fork it, which is only safe while it has never started an
+# OpenMP thread pool (GNU OpenMP's pool does not survive a fork: the child hangs in its first
+# parallel region); a forked run inherits the one thread unless it sets `threads=`.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
