@@ -2,9 +2,9 @@
 
 Lightning's writer deletes ``metrics.csv`` when it starts, so a resumed run would lose the
 history before the kill. This writer keeps the file of a run that resumes, counts its rows, and
-cuts it back to the rows that were on disk at the checkpoint (:class:`leash.callbacks.resume.
-ResumeState` records the count): the steps after the checkpoint are trained again and logged
-once, and the file ends holding every step exactly once.
+cuts it back to the rows that were on disk at the checkpoint (the count that
+:class:`leash.callbacks.resume.ResumeCheckpoint` records): the steps after the checkpoint are
+trained again and logged once, and the file ends holding every step exactly once.
 """
 
 from __future__ import annotations

@@ -221,10 +221,15 @@ DATA_FILE_SUFFIXES = (".json", ".jsonl", ".csv", ".parquet")
 """The file types ``data.source=files`` reads (by extension, see :mod:`leash.data.files`)."""
 
 
+def data_path_matches(path: str) -> list[str]:
+    """What a ``data.path`` (a path or a glob, ``~`` expanded) names, sorted."""
+    return sorted(glob.glob(str(Path(path).expanduser()), recursive=True))
+
+
 def _unusable_data_files(path: str) -> list[str]:
     """What is wrong with the files a ``data.path`` glob names, before anything reads them:
     nothing matches, a type that cannot be told, an empty or unreadable file."""
-    matched = sorted(glob.glob(str(Path(path).expanduser()), recursive=True))
+    matched = data_path_matches(path)
     if not matched:
         return [f"data.path: no file matches {path!r}"]
     problems = []

@@ -23,14 +23,13 @@ across the files of a glob in sorted order; a bad-row report's "row N" counts th
 from __future__ import annotations
 
 import csv
-import glob
 import io
 import json
 import logging
 from pathlib import Path
 from typing import Any
 
-from leash.config.validation import DATA_FILE_SUFFIXES
+from leash.config.validation import DATA_FILE_SUFFIXES, data_path_matches
 from leash.data.errors import DataError
 from leash.data.formats import ENDED_COLUMNS, BadReason
 
@@ -42,8 +41,7 @@ RawRow = dict[str, Any] | BadReason
 
 def matching_files(pattern: str) -> list[Path]:
     """The files a ``data.path`` (a path or a glob) names, sorted; an error if there are none."""
-    files = sorted(Path(p) for p in glob.glob(str(Path(pattern).expanduser()), recursive=True))
-    files = [path for path in files if path.is_file()]
+    files = [Path(p) for p in data_path_matches(pattern) if Path(p).is_file()]
     if not files:
         raise DataError(f"data.path: no file matches {pattern!r}")
     return files
