@@ -135,6 +135,9 @@ HAND_WRITTEN = [
     case("algo=ppo", "algo.reward=human"),
     case("algo=ppo", "algo.critic_init=random"),
     case("algo=ppo", "algo.memory_mode=shared"),
+    case("algo=ppo", "algo.advantage=vtrace"),
+    case("algo=grpo", "algo.loss_type=token"),
+    case("algo=dpo", "+algo.advantage=rloo"),  # an online-loop field on DPO
     case("algo.lr=abc"),
     case("data.batch_size=1.5"),
     case("peft.enabled=maybe"),
@@ -148,6 +151,11 @@ HAND_WRITTEN = [
     case("algo=ppo_gt", "data=hh_rlhf", key="algo.reward"),  # gold reward needs a task
     case("algo=ppo", "data.batch_size=3", key="algo.num_minibatches"),  # 3 x 2 rollouts / 4
     case("algo=ppo", "algo.num_minibatches=0"),
+    # The critic-free estimators: RLOO and GRPO compare the samples of one prompt.
+    case("algo=rloo", "algo.samples_per_prompt=1"),
+    case("algo=grpo", "algo.samples_per_prompt=1"),
+    case("algo=ppo", "algo.advantage=rloo", "algo.samples_per_prompt=1"),
+    case("algo=rloo", "algo.whiten_rewards=true"),  # only GAE reads per-token rewards
 ]
 
 _BREAK = {"gt": lambda b: b, "ge": lambda b: b - 1, "lt": lambda b: b, "le": lambda b: b + 1}
@@ -202,6 +210,11 @@ VALID = [
     ("data=files", "data.path=pairs-*.jsonl"),
     ("data.source=disk", "data.path=./saved", "algo=dpo", "peft=lora", "algo.reference=adapter"),
     ("algo=ppo", "algo.memory_mode=shared_lora", "algo.critic_init=policy", "peft=lora"),
+    # No critic, so critic_init=reward (ppo.yaml's) is not checked with gold or shared_lora.
+    ("algo=rloo", "algo.reward=gold"),
+    ("algo=grpo", "algo.memory_mode=shared_lora", "peft=lora"),
+    ("algo=reinforce", "algo.samples_per_prompt=1"),
+    ("algo=ppo", "algo.advantage=grpo", "algo.samples_per_prompt=2", "algo.loss_type=dapo"),
 ]
 """Neighbours of the invalid values that `leash train` accepts."""
 

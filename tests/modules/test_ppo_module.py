@@ -1,5 +1,7 @@
 """PPOModule: step-0 identities, a PPO-GT run through lightning.Trainer, whitening, the KL
-controller, memory modes, the non-finite guard and checkpoints, processes, and (slow) learning.
+controller, memory modes, the critic-free estimators (no critic held, each estimator's pure
+function, REINFORCE's checkpointed baseline), the non-finite guard and checkpoints, processes,
+and (slow) learning.
 
 Models are a tiny GPT-2 written with ``write_tiny_checkpoint`` on the synthetic task's tokenizer;
 prompt batches are the task's train prompts, left padded (what the data module's ``prompts``
@@ -22,7 +24,9 @@ from torch.utils.data import DataLoader
 
 from helpers import quiet_trainer
 from leash.config import (
+    AdvantageEstimator,
     CriticInit,
+    LossType,
     MemoryMode,
     ModelConfig,
     PeftConfig,
@@ -37,12 +41,19 @@ from leash.config import (
 )
 from leash.data.tasks.synthetic import SyntheticTask
 from leash.data.types import PromptBatch
+from leash.losses.advantages import (
+    grpo_advantages,
+    per_token,
+    reinforce_advantages,
+    rloo_advantages,
+    sequence_rewards,
+)
 from leash.losses.ppo import gae, masked_mean, masked_var, masked_whiten, shape_rewards
 from leash.models.policy_critic import build_policy_critic
 from leash.models.tiny import write_tiny_checkpoint
 from leash.modules.guard import NonFiniteError
 from leash.modules.ppo import PPOModule, minibatch_size
-from leash.rollout.advantages import advantages, shape
+from leash.rollout.advantages import advantages, shape, tokens_per_update
 from leash.rollout.rewards import GoldTaskReward
 from leash.rollout.rollout import Rollout
 from leash.sequences import left_pad
@@ -52,6 +63,8 @@ LOGGED = [
     "objective/rlhf_reward", "policy/approxkl_avg", "policy/clipfrac_avg", "loss/policy_avg",
     "loss/value_avg", "val/clipfrac_avg", "val/ratio", "val/num_eos_tokens", "kl_coef",
 ]
+VALUE_METRICS = {"loss/value_avg", "val/clipfrac_avg"}
+"""The critic's metrics, absent without a critic."""
 TIMING = [
     "time/generation_s", "time/scoring_s", "time/update_s", "throughput/generation_tokens_per_s"
 ]
@@ -214,9 +227,10 @@ def test_reward_whitening_flag_rescales_rewards_and_keeps_their_mean():
 
 def test_advantage_whitening_flag_normalises_advantages_not_returns():
     rollout = random_rollout()
-    mask, rewards = rollout.response_mask, shape(rollout, make_algo(), 0.1, identity).rewards
-    raw = advantages(rollout, rewards, make_algo(whiten_advantages=False), identity)
-    white = advantages(rollout, rewards, make_algo(whiten_advantages=True), identity)
+    mask, shaped = rollout.response_mask, shape(rollout, make_algo(), 0.1, identity)
+    rewards = shaped.rewards
+    raw = advantages(rollout, shaped, make_algo(whiten_advantages=False), identity, kl_coef=0.1)
+    white = advantages(rollout, shaped, make_algo(whiten_advantages=True), identity, kl_coef=0.1)
     expected = gae(rewards, rollout.values, mask, 1.0, 0.95)
     torch.testing.assert_close(raw.advantages, expected.advantages)
     torch.testing.assert_close(white.returns, expected.returns)
@@ -280,9 +294,18 @@ class RankReport(lightning.Callback):
         torch.save(report, self.folder / f"rank{trainer.global_rank}.pt")
 
 
-@pytest.mark.parametrize("mode", [MemoryMode.separate, MemoryMode.shared_lora])
-def test_two_processes_take_the_same_decisions(task, checkpoint, tmp_path, mode):
-    algo = make_algo(memory_mode=mode, adaptive_kl=True, kl_horizon=10)
+@pytest.mark.parametrize(
+    ("mode", "advantage"),
+    [
+        (MemoryMode.separate, AdvantageEstimator.gae),
+        (MemoryMode.shared_lora, AdvantageEstimator.gae),
+        (MemoryMode.separate, AdvantageEstimator.grpo),  # dapo: a divisor over both processes
+    ],
+)
+def test_two_processes_take_the_same_decisions(task, checkpoint, tmp_path, mode, advantage):
+    loss_type = LossType.dapo if advantage == AdvantageEstimator.grpo else LossType.bnpo
+    algo = make_algo(memory_mode=mode, adaptive_kl=True, kl_horizon=10, advantage=advantage,
+                     loss_type=loss_type)
     module = make_module(task, checkpoint, algo)
     fit(module, prompt_loader(task, batch_size=2), callbacks=[RankReport(tmp_path)],
         strategy="ddp_fork", devices=2)
@@ -304,6 +327,96 @@ def test_shared_lora_holds_fewer_parameter_bytes_than_separate(task, checkpoint)
     assert set(shared.roles) == {"policy", "critic"}  # reference = policy base, adapters off
     assert role_bytes(shared) < role_bytes(separate) / 2
     assert shared.policy is shared.policy_critic.policy
+
+
+# ---------------------------------------------------------------------- critic-free estimators
+@pytest.mark.parametrize(
+    ("advantage", "mode"),
+    [
+        (AdvantageEstimator.rloo, MemoryMode.separate),
+        (AdvantageEstimator.grpo, MemoryMode.separate),
+        (AdvantageEstimator.grpo, MemoryMode.shared_lora),
+        (AdvantageEstimator.reinforce, MemoryMode.shared_lora),
+    ],
+)
+def test_critic_free_estimators_hold_no_critic_and_train_the_policy(
+    task, checkpoint, advantage, mode
+):
+    loss_type = LossType.dapo if advantage == AdvantageEstimator.grpo else LossType.bnpo
+    algo = make_algo(advantage=advantage, memory_mode=mode, whiten_advantages=False,
+                     loss_type=loss_type, lr=1e-2)
+    module = make_module(task, checkpoint, algo)
+    models = module.policy_critic
+    assert not models.has_critic
+    # The gold reward is a function, not a network: the roles are the policy and reference.
+    assert set(module.roles) == ({"policy", "reference"} if mode == MemoryMode.separate
+                                 else {"policy"})
+    names = [name for name, _ in models.named_parameters()]  # inside module.policy_critic
+    assert names and not [n for n in names if "critic" in n or "value_head" in n]
+    trainable = {n: p.detach().clone() for n, p in models.named_parameters() if p.requires_grad}
+    trainer = fit(module, prompt_loader(task))
+
+    metrics = trainer.callback_metrics
+    for name in [f"train/{name}" for name in LOGGED if name not in VALUE_METRICS] + TIMING:
+        assert name in metrics and torch.isfinite(metrics[name]), name
+    assert not [name for name in metrics if name.removeprefix("train/") in VALUE_METRICS]
+    assert [g["name"] for g in module.optimizers().optimizer.param_groups] == ["policy"]
+    after = dict(models.named_parameters())
+    unchanged = [n for n, p in trainable.items() if torch.equal(p, after[n])]
+    assert trainable and not unchanged, unchanged
+    first = module.last_updates[0]
+    assert first.ratio.item() == 1.0 and first.value_loss is None
+
+
+def test_each_estimator_is_its_pure_function_on_the_penalised_scores():
+    rollout = random_rollout(seed=5, rows=6)
+    mask, kl_coef = rollout.response_mask, 0.1
+    algo = make_algo(samples_per_prompt=3, whiten_advantages=False)
+    shaped = shape(rollout, algo, kl_coef, identity)
+    kl = rollout.logprobs - rollout.ref_logprobs  # k1, the default estimator
+    rewards = sequence_rewards(shaped.penalised_scores, kl, mask, kl_coef)
+    expected = {
+        AdvantageEstimator.rloo: rloo_advantages(rewards, 3),
+        AdvantageEstimator.grpo: grpo_advantages(shaped.penalised_scores, 3),
+        AdvantageEstimator.reinforce: reinforce_advantages(rewards, 0.7),
+    }
+    for estimator, per_sequence in expected.items():
+        algo = make_algo(advantage=estimator, samples_per_prompt=3, whiten_advantages=False)
+        out = advantages(rollout, shaped, algo, identity, kl_coef=kl_coef, baseline=0.7)
+        torch.testing.assert_close(out.advantages, per_token(per_sequence, mask))
+        assert out.returns is None  # no critic, no value targets
+    # Whitening, when asked for, is the same token-level whitening as GAE's.
+    algo = make_algo(advantage=AdvantageEstimator.rloo, samples_per_prompt=3)
+    white = advantages(rollout, shaped, algo, identity, kl_coef=kl_coef)
+    torch.testing.assert_close(white.advantages, masked_whiten(per_token(rloo_advantages(
+        rewards, 3), mask), mask))
+
+
+def test_dapo_divisor_is_the_rollouts_tokens_per_update_of_every_process():
+    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1]])  # 3 + 1 + 4 = 8 tokens
+    assert tokens_per_update(mask, 2, identity, 1) == 4.0  # 8 / (2 updates x 1 process)
+    # Two processes holding the same count: the all-reduced 16 / (2 updates x 2 processes) = 4.
+    assert tokens_per_update(mask, 2, lambda t: 2 * t, 2) == 4.0
+
+
+def test_reinforce_baseline_moves_after_each_iteration_and_is_checkpointed(
+    task, checkpoint, tmp_path
+):
+    algo = make_algo(advantage=AdvantageEstimator.reinforce, whiten_advantages=False,
+                     baseline_decay=0.5)
+    module = make_module(task, checkpoint, algo)
+    saver = ModelCheckpoint(dirpath=tmp_path, save_last=True, every_n_train_steps=1)
+    trainer = fit(module, prompt_loader(task), callbacks=[saver], enable_checkpointing=True)
+    metrics = trainer.callback_metrics
+    # The last iteration used b (logged) and then moved it: b' = 0.5 b + 0.5 mean R.
+    used, reward = metrics["train/baseline"].item(), metrics["train/objective/rlhf_reward"].item()
+    assert used != 0.0  # the first iteration moved it away from 0
+    assert module.baseline.value == pytest.approx(0.5 * used + 0.5 * reward, rel=1e-6)
+    saved = torch.load(tmp_path / "last.ckpt", weights_only=False)
+    assert saved["ppo_reward_baseline"] == module.baseline.value
+    fresh = make_module(task, checkpoint, algo)
+    fresh.on_load_checkpoint(saved)
+    assert fresh.baseline.value == module.baseline.value
 
 
 # ------------------------------------------------------------------------- non-finite values

@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from leash.config import (
+    AdvantageEstimator,
     CriticInit,
     MemoryMode,
     ModelConfig,
@@ -27,6 +28,8 @@ from leash.models.heads import score_sequences
 from leash.models.policy_critic import (
     CRITIC_ADAPTER,
     POLICY_ADAPTER,
+    SeparatePolicy,
+    SharedLoraPolicy,
     SharedLoraPolicyCritic,
     build_policy_critic,
     shared_lora_policy_critic,
@@ -252,3 +255,38 @@ def test_tempered_logps_are_those_of_the_sampled_distribution(task, checkpoint, 
         expected = torch.log_softmax(restricted / temperature, -1).gather(1, first).squeeze(1)
         torch.testing.assert_close(logps[:, 0], expected.detach(), atol=1e-5, rtol=1e-5)
     assert not torch.allclose(plain, hot.logps.detach())
+
+
+@pytest.mark.parametrize("mode", [MemoryMode.separate, MemoryMode.shared_lora])
+@pytest.mark.parametrize(
+    "advantage",
+    [AdvantageEstimator.rloo, AdvantageEstimator.grpo, AdvantageEstimator.reinforce],
+)
+def test_critic_free_estimators_load_no_critic(task, checkpoint, prompts, mode, advantage):
+    # critic_init=reward without a reward model would fail for GAE: a critic-free build never
+    # reads it, so nothing is loaded from the (absent) reward model.
+    algo = PPOConfig(advantage=advantage, memory_mode=mode, critic_init=CriticInit.reward)
+    models = build_policy_critic(
+        algo, ModelConfig(), PeftConfig(r=4), task.tokenizer(),
+        sft_path=str(checkpoint), reward_model_path=None,
+    )
+    expected = SeparatePolicy if mode == MemoryMode.separate else SharedLoraPolicy
+    assert type(models) is expected and not models.has_critic
+    assert "critic" not in models.roles
+    assert set(models.roles) == ({"policy", "reference"} if mode == MemoryMode.separate
+                                 else {"policy"})
+    policy_params, critic_params = models.parameter_groups()
+    assert policy_params and critic_params == []
+    if mode == MemoryMode.shared_lora:
+        assert set(models.policy.peft_config) == {POLICY_ADAPTER}
+    responses = draw(task, models.policy, prompts)
+    with pytest.raises(RuntimeError, match="no critic"):
+        models.values(*responses.model_inputs())
+    rollout = score_rollout(
+        models, GoldTaskReward(task), responses, chunk_size=8,
+        allowed_token_ids=task.allowed_token_ids(),
+    )
+    assert rollout.values is None
+    assert torch.equal(rollout.logprobs, rollout.ref_logprobs)  # policy == reference at step 0
+    picked = rollout.rows(torch.tensor([2, 0]))
+    assert picked.values is None and picked.logprobs.shape[0] == 2

@@ -19,6 +19,7 @@ from leash.config.algo import (
     SFTConfig,
     exact_div,
     lightning_clip,
+    needs_critic,
     optimizer_steps,
     updates_per_step,
 )
@@ -27,6 +28,7 @@ from leash.config.data import (
     TaskConfig,
 )
 from leash.config.enums import (
+    AdvantageEstimator,
     Arch,
     BadRows,
     CriticInit,
@@ -34,6 +36,7 @@ from leash.config.enums import (
     DPOLoss,
     DType,
     KLEstimator,
+    LossType,
     MemoryMode,
     ReferenceMode,
     RewardSource,
@@ -73,6 +76,7 @@ from leash.config.validation import (
 __all__ = [
     "ACCELERATORS",
     "ALGO_SCHEMAS",
+    "AdvantageEstimator",
     "AlgoConfig",
     "Arch",
     "BadRows",
@@ -85,6 +89,7 @@ __all__ = [
     "DataSource",
     "EvalConfig",
     "KLEstimator",
+    "LossType",
     "MemoryMode",
     "ModelConfig",
     "PPOConfig",
@@ -108,6 +113,7 @@ __all__ = [
     "check_ranges",
     "exact_div",
     "lightning_clip",
+    "needs_critic",
     "optimizer_steps",
     "register_configs",
     "unknown_keys",

@@ -8,15 +8,17 @@ from typing import Any
 from omegaconf import MISSING
 
 from leash.config.enums import (
+    AdvantageEstimator,
     CriticInit,
     DPOLoss,
     KLEstimator,
+    LossType,
     MemoryMode,
     ReferenceMode,
     RewardSource,
     Scheduler,
 )
-from leash.config.fields import non_negative, positive
+from leash.config.fields import fraction, non_negative, positive
 
 
 @dataclass
@@ -82,14 +84,19 @@ class RewardConfig(AlgoConfig):
 
 @dataclass
 class PPOConfig(AlgoConfig):
-    """PPO-RLHF: on-policy rollouts scored by a reward model, under a per-token KL penalty.
+    """The online loop: on-policy rollouts scored by a reward model, under a KL leash.
 
-    `max_steps` counts PPO iterations: a rollout batch of `data.batch_size` prompts x
+    `max_steps` counts iterations: a rollout batch of `data.batch_size` prompts x
     `samples_per_prompt`, then `ppo_epochs` passes of `num_minibatches` clipped updates; the
     Trainer counts the updates (see :func:`optimizer_steps`). `lr` is the policy's learning rate.
+    `advantage` picks the estimator: PPO's GAE with a critic, or a critic-free one (RLOO, GRPO,
+    REINFORCE), which loads no critic and ignores the critic's fields (`critic_init`,
+    `critic_lr`, `vf_coef`, `clip_range_value`, `gamma`, `lam`).
     """
 
     name: str = "ppo"
+    advantage: AdvantageEstimator = AdvantageEstimator.gae
+    """Advantage estimator: `gae` (critic), or critic-free `rloo`, `grpo`, `reinforce`."""
     reward: RewardSource = RewardSource.learned
     """Score rollouts with the `learned` reward model (PPO) or the task's `gold` reward (PPO-GT)."""
     critic_init: CriticInit = CriticInit.reward
@@ -136,6 +143,10 @@ class PPOConfig(AlgoConfig):
     """Rollout sampling temperature."""
     max_new_tokens: int = positive(64)
     """Longest rollout response (a built-in task uses its own response length limit)."""
+    baseline_decay: float = fraction(0.9)
+    """`reinforce`: b <- decay * b + (1 - decay) * batch mean reward, from b = 0 (in [0, 1))."""
+    loss_type: LossType = LossType.bnpo
+    """Policy-loss average over tokens: `bnpo` (PPO's), `dapo` (TRL GRPO's default) or `grpo`."""
 
 
 
@@ -153,7 +164,17 @@ ALGO_SCHEMAS: dict[str, type[AlgoConfig]] = {
     # PPO with the learned reward model, and PPO-GT with the task's gold reward.
     "ppo": PPOConfig,
     "ppo_gt": PPOConfig,
+    # The same loop with a critic-free estimator (conf/algo/<name>.yaml sets `advantage`).
+    "rloo": PPOConfig,
+    "grpo": PPOConfig,
+    "reinforce": PPOConfig,
 }
+
+
+def needs_critic(algo: Any) -> bool:
+    """Whether the online loop's estimator learns a value function (GAE does; RLOO, GRPO and
+    REINFORCE do not). ``algo`` is a typed PPOConfig or a DictConfig."""
+    return AdvantageEstimator(algo.advantage) == AdvantageEstimator.gae
 
 
 def exact_div(numerator: int, denominator: int, what: str) -> int:

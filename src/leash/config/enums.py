@@ -87,3 +87,20 @@ class KLEstimator(str, Enum):
     k1 = "k1"
     k2 = "k2"
     k3 = "k3"
+
+
+class AdvantageEstimator(str, Enum):
+    """How the online loop turns a scored rollout into advantages (``algo.advantage``)."""
+
+    gae = "gae"
+    rloo = "rloo"
+    grpo = "grpo"
+    reinforce = "reinforce"
+
+
+class LossType(str, Enum):
+    """How per-token policy losses become one number (TRL's ``loss_type`` names)."""
+
+    bnpo = "bnpo"
+    dapo = "dapo"
+    grpo = "grpo"

@@ -17,8 +17,15 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from leash.config.algo import ALGO_SCHEMAS, DPOConfig, PPOConfig
-from leash.config.enums import CriticInit, DataSource, MemoryMode, ReferenceMode, RewardSource
+from leash.config.algo import ALGO_SCHEMAS, DPOConfig, PPOConfig, needs_critic
+from leash.config.enums import (
+    AdvantageEstimator,
+    CriticInit,
+    DataSource,
+    MemoryMode,
+    ReferenceMode,
+    RewardSource,
+)
 from leash.config.fields import ConfigError
 from leash.config.train import TrainConfig
 from leash.config.trainer import TrainerConfig
@@ -151,22 +158,52 @@ def _check_cross_field(cfg: TrainConfig) -> list[str]:
     return problems
 
 
-def _check_ppo(cfg: TrainConfig, algo: PPOConfig) -> list[str]:
-    """PPO's rules across fields: critic initialisation, the gold reward, minibatch sizes."""
+def _check_critic(algo: PPOConfig) -> list[str]:
+    """Where the critic starts (a critic-free estimator has none, so nothing to check)."""
+    if not needs_critic(algo):
+        return []
     problems = []
     if algo.memory_mode == MemoryMode.shared_lora and algo.critic_init != CriticInit.policy:
         problems.append(
             "algo.critic_init: shared_lora's critic is an adapter on the SFT "
             "base; set algo.critic_init=policy"
         )
-    if algo.reward == RewardSource.gold:
-        if cfg.data.source != DataSource.task:
-            problems.append("algo.reward: `gold` needs a built-in task (data=exact or long)")
-        if algo.critic_init == CriticInit.reward:
-            problems.append(
-                "algo.critic_init: `reward` needs a learned reward model, which algo.reward=gold "
-                "does not train; set algo.critic_init=policy"
-            )
+    if algo.reward == RewardSource.gold and algo.critic_init == CriticInit.reward:
+        problems.append(
+            "algo.critic_init: `reward` needs a learned reward model, which algo.reward=gold "
+            "does not train; set algo.critic_init=policy"
+        )
+    return problems
+
+
+GROUP_ESTIMATORS = frozenset({AdvantageEstimator.rloo, AdvantageEstimator.grpo})
+"""Estimators whose baseline is the other samples of the same prompt."""
+
+
+def _check_estimator(algo: PPOConfig) -> list[str]:
+    """What the critic-free estimators need: a group of samples per prompt, and no per-token
+    reward whitening (they read sequence rewards, so it would be ignored)."""
+    estimator = AdvantageEstimator(algo.advantage)
+    problems = []
+    if estimator in GROUP_ESTIMATORS and algo.samples_per_prompt < 2:
+        problems.append(
+            f"algo.samples_per_prompt: algo.advantage={estimator.value} compares the samples "
+            f"of one prompt, so it needs >= 2, got {algo.samples_per_prompt}"
+        )
+    if estimator != AdvantageEstimator.gae and algo.whiten_rewards:
+        problems.append(
+            f"algo.whiten_rewards: only GAE reads per-token rewards; algo.advantage="
+            f"{estimator.value} uses sequence rewards, set algo.whiten_rewards=false"
+        )
+    return problems
+
+
+def _check_ppo(cfg: TrainConfig, algo: PPOConfig) -> list[str]:
+    """The online loop's rules across fields: the critic, the estimator, the gold reward,
+    minibatch sizes."""
+    problems = _check_critic(algo) + _check_estimator(algo)
+    if algo.reward == RewardSource.gold and cfg.data.source != DataSource.task:
+        problems.append("algo.reward: `gold` needs a built-in task (data=exact or long)")
     rollouts = cfg.data.batch_size * algo.samples_per_prompt
     if rollouts % algo.num_minibatches:
         problems.append(

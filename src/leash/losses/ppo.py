@@ -1,5 +1,8 @@
 """Pure PPO-RLHF maths: masked statistics, reward shaping, GAE and the clipped losses.
 
+The critic-free estimators (RLOO, GRPO, REINFORCE) live in ``leash.losses.advantages`` and the
+GRPO loss in ``leash.losses.grpo``.
+
 Shapes: ``B`` rollouts, ``T`` response tokens, right padded. ``mask`` (B, T) is 1 on response
 tokens that exist (the EOS token included) and 0 on the padding after it; it may be float or
 bool but must be binary. Every reduction over tokens ignores the masked-out positions, whatever
@@ -159,12 +162,12 @@ def shape_rewards(
 
 # ------------------------------------------------------------------------------------------ GAE
 class Advantages(NamedTuple):
-    """GAE advantages and the value targets built from them."""
+    """Advantages and, with a critic (GAE), the value targets built from them."""
 
     advantages: torch.Tensor
     """(B, T) A_t, 0 on padding."""
-    returns: torch.Tensor
-    """(B, T) A_t + V_t (the critic's regression target), 0 on padding."""
+    returns: torch.Tensor | None
+    """(B, T) A_t + V_t (the critic's regression target), 0 on padding; None without a critic."""
 
 
 def gae(
@@ -211,6 +214,8 @@ class PolicyLossOutput(NamedTuple):
     """Scalar k2 estimate ``½·(logp - old_logp)²`` of KL(old ‖ new), averaged over real tokens."""
     ratio_mean: torch.Tensor
     """Scalar mean probability ratio π/π_old over real tokens."""
+    per_token: torch.Tensor
+    """(B, T) the pessimistic surrogate at each token (with gradients), before any average."""
 
 
 def clipped_policy_loss(
@@ -229,18 +234,54 @@ def clipped_policy_loss(
         mask: (B, T) binary mask of real response tokens.
         clip_range: ε.
     Returns:
-        PolicyLossOutput(loss, clipfrac, approxkl, ratio_mean), all scalars.
+        PolicyLossOutput(loss, clipfrac, approxkl, ratio_mean: scalars; per_token: (B, T)). The
+        loss is the token mean over the batch (TRL's ``bnpo``; see :func:`aggregate_tokens`).
     """
     log_ratio = logp - old_logp
     ratio = torch.exp(log_ratio)
     unclipped = -advantages * ratio
     clipped = -advantages * ratio.clamp(1.0 - clip_range, 1.0 + clip_range)
-    loss = masked_mean(torch.maximum(unclipped, clipped), mask)
+    per_token = torch.maximum(unclipped, clipped)
+    loss = masked_mean(per_token, mask)
     with torch.no_grad():
         clipfrac = masked_mean((clipped > unclipped).float(), mask)
         approxkl = masked_mean(0.5 * log_ratio.square(), mask)
         ratio_mean = masked_mean(ratio, mask)
-    return PolicyLossOutput(loss, clipfrac, approxkl, ratio_mean)
+    return PolicyLossOutput(loss, clipfrac, approxkl, ratio_mean, per_token)
+
+
+def aggregate_tokens(
+    per_token: torch.Tensor,
+    mask: torch.Tensor,
+    loss_type: str,
+    tokens_per_update: float | None = None,
+) -> torch.Tensor:
+    """One loss from per-token losses, by TRL 1.16's ``loss_type`` names.
+
+    - ``bnpo``: the mean over this minibatch's real tokens (PPO's, :func:`clipped_policy_loss`).
+    - ``dapo``: the sum over this minibatch's real tokens divided by ``tokens_per_update``, the
+      rollout's real tokens (every process) / (updates per rollout x processes): one constant
+      for every minibatch of a rollout, as TRL's GRPOTrainer default divides by the generation
+      batch's tokens.
+    - ``grpo``: each sequence's token mean, then the mean over sequences (length-biased).
+
+    Args:
+        per_token: (B, T) losses; padding values are ignored.
+        mask: (B, T) binary mask of real response tokens.
+        loss_type: "bnpo", "dapo" or "grpo".
+        tokens_per_update: the ``dapo`` divisor (required for it, unused otherwise).
+    Returns:
+        scalar loss.
+    """
+    if loss_type == "bnpo":
+        return masked_mean(per_token, mask)
+    if loss_type == "grpo":
+        return masked_mean(per_token, mask, dim=1).mean()
+    if loss_type == "dapo":
+        if tokens_per_update is None:
+            raise ValueError("loss_type dapo needs tokens_per_update")
+        return torch.where(mask > 0, per_token, 0.0).sum() / max(tokens_per_update, 1.0)
+    raise ValueError(f"unknown loss_type {loss_type!r}; expected bnpo, dapo or grpo")
 
 
 class ValueLossOutput(NamedTuple):

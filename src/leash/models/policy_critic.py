@@ -1,4 +1,5 @@
-"""The networks PPO trains, behind one interface for both memory modes: policy, reference, critic.
+"""The networks the online loop trains, behind one interface for both memory modes: policy,
+reference and (for GAE) critic.
 
 A :class:`PolicyCritic` answers three questions about a batch of (left-padded prompt,
 right-padded response) pairs: the policy's per-token log-probs (with logits, for the entropy),
@@ -16,6 +17,12 @@ loop talks only to this interface; :func:`build_policy_critic` picks the impleme
   (:class:`leash.models.reference.DisabledAdapter`), so only one copy of the base weights sits
   in memory. Each switch is one context manager.
 
+Critic-free estimators (RLOO, GRPO, REINFORCE: ``leash.config.needs_critic`` is False) get the
+same two modes without the critic: :class:`SeparatePolicy` (policy and frozen reference, no
+critic model) and :class:`SharedLoraPolicy` (one base with a ``policy`` adapter only, no critic
+adapter and no value head). They have no :meth:`PolicyCritic.values` and an empty critic
+parameter group.
+
 Value alignment: the value of the state before response token t is read from the hidden state
 at position ``P + t - 1``, the position whose logits predict token t (as the log-probs are).
 """
@@ -30,7 +37,14 @@ import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from leash.config import CriticInit, MemoryMode, ModelConfig, PeftConfig, PPOConfig
+from leash.config import (
+    CriticInit,
+    MemoryMode,
+    ModelConfig,
+    PeftConfig,
+    PPOConfig,
+    needs_critic,
+)
 from leash.models.factory import freeze, load_causal_lm, load_scalar_model
 from leash.models.heads import last_hidden, sequence_values
 from leash.models.logprobs import PolicyOutput, tempered_logps
@@ -65,6 +79,8 @@ class PolicyCritic(torch.nn.Module, ABC):
     """The causal LM that samples rollouts (and that the evaluator samples)."""
     reference: Reference
     """π_ref: a frozen copy, or the policy with its adapters disabled."""
+    has_critic: bool = True
+    """Whether there is a critic (:meth:`values`); False for the critic-free estimators."""
 
     def policy_logps(
         self,
@@ -98,7 +114,6 @@ class PolicyCritic(torch.nn.Module, ABC):
                 allowed_token_ids, temperature,
             ).logps
 
-    @abstractmethod
     def values(
         self,
         prompt_ids: torch.Tensor,
@@ -106,11 +121,19 @@ class PolicyCritic(torch.nn.Module, ABC):
         response_ids: torch.Tensor,
         response_mask: torch.Tensor,
     ) -> torch.Tensor:
-        """Critic values (B, T) before each response token, 0 on padding (with gradients)."""
+        """Critic values (B, T) before each response token, 0 on padding (with gradients).
+
+        Raises:
+            RuntimeError: without a critic (``has_critic`` False).
+        """
+        raise RuntimeError(
+            f"{type(self).__name__} holds no critic: the critic-free estimators have no values"
+        )
 
     @abstractmethod
     def parameter_groups(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
-        """Trainable parameters of the policy and of the critic (disjoint lists)."""
+        """Trainable parameters of the policy and of the critic (disjoint; the critic's list is
+        empty without a critic)."""
 
     @property
     @abstractmethod
@@ -118,7 +141,32 @@ class PolicyCritic(torch.nn.Module, ABC):
         """The networks held, by role, each counted once (read by the resource metrics)."""
 
 
-class SeparatePolicyCritic(PolicyCritic):
+class SeparatePolicy(PolicyCritic):
+    """A critic-free estimator's two local networks: policy LM and frozen reference LM.
+
+    Args:
+        policy: trainable causal LM (plain or LoRA-wrapped).
+        reference: causal LM; frozen here (eval mode, no gradients).
+    """
+
+    has_critic = False
+
+    def __init__(self, policy: torch.nn.Module, reference: torch.nn.Module) -> None:
+        super().__init__()
+        self.policy = policy
+        self.reference = FrozenCopy(reference)
+
+    def parameter_groups(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+        """Trainable parameters of the policy LM; no critic parameters."""
+        return _trainable(self.policy), []
+
+    @property
+    def roles(self) -> dict[str, torch.nn.Module]:
+        """policy and reference: two separate networks."""
+        return {"policy": self.policy, **self.reference.roles}
+
+
+class SeparatePolicyCritic(SeparatePolicy):
     """Four-model PPO's three local networks: policy LM, frozen reference LM, scalar critic.
 
     Args:
@@ -128,12 +176,12 @@ class SeparatePolicyCritic(PolicyCritic):
             LoRA-wrapped; PEFT keeps its ``score`` head trainable).
     """
 
+    has_critic = True
+
     def __init__(
         self, policy: torch.nn.Module, reference: torch.nn.Module, critic: torch.nn.Module
     ) -> None:
-        super().__init__()
-        self.policy = policy
-        self.reference = FrozenCopy(reference)
+        super().__init__(policy, reference)
         self.critic = critic
 
     def values(
@@ -158,10 +206,54 @@ class SeparatePolicyCritic(PolicyCritic):
     @property
     def roles(self) -> dict[str, torch.nn.Module]:
         """policy, reference and critic: three separate networks."""
-        return {"policy": self.policy, **self.reference.roles, "critic": self.critic}
+        return {**super().roles, "critic": self.critic}
 
 
-class SharedLoraPolicyCritic(PolicyCritic):
+class SharedLoraPolicy(PolicyCritic):
+    """A critic-free estimator's one frozen base LM with a ``policy`` LoRA adapter only.
+
+    ``policy`` is the ``PeftModel`` itself (its ``policy`` adapter active outside a switch); the
+    reference is the same base with the adapter disabled (``reference.scope()``), restored as
+    active and trainable when the block ends.
+
+    Args:
+        model: a ``PeftModel`` (causal LM) holding an adapter named ``policy``.
+    """
+
+    has_critic = False
+    adapters: tuple[str, ...] = (POLICY_ADAPTER,)
+    """The LoRA adapters the model must hold, all kept trainable."""
+
+    def __init__(self, model: PeftModel) -> None:
+        super().__init__()
+        missing = set(self.adapters) - set(model.peft_config)
+        if missing:
+            raise ValueError(f"shared_lora needs LoRA adapters named {sorted(missing)}")
+        self.policy = model
+        self.reference = DisabledAdapter(model, restore=self._restore_policy)
+        self._restore_policy()
+
+    def _restore_policy(self) -> None:
+        self.policy.set_adapter(POLICY_ADAPTER)
+        self.policy.set_requires_grad(list(self.adapters), True)
+
+    def parameter_groups(self) -> tuple[list[torch.nn.Parameter], list[torch.nn.Parameter]]:
+        """Policy adapter weights; no critic parameters."""
+        policy = []
+        for name, param in self.policy.named_parameters():
+            if param.requires_grad and f".{POLICY_ADAPTER}." not in name:
+                raise ValueError(f"trainable parameter {name} is not the policy adapter's")
+            if param.requires_grad:
+                policy.append(param)
+        return policy, []
+
+    @property
+    def roles(self) -> dict[str, torch.nn.Module]:
+        """``policy``: the one base with its adapter (reference = adapter off, no extra weights)."""
+        return {"policy": self.policy}
+
+
+class SharedLoraPolicyCritic(SharedLoraPolicy):
     """One frozen base LM with a ``policy`` and a ``critic`` LoRA adapter and a value head.
 
     ``policy`` is the ``PeftModel`` itself: outside a switch its ``policy`` adapter is active,
@@ -175,19 +267,12 @@ class SharedLoraPolicyCritic(PolicyCritic):
         value_head: maps the critic's last hidden state (H) to a scalar; trained with it.
     """
 
-    def __init__(self, model: PeftModel, value_head: torch.nn.Linear) -> None:
-        super().__init__()
-        missing = {POLICY_ADAPTER, CRITIC_ADAPTER} - set(model.peft_config)
-        if missing:
-            raise ValueError(f"shared_lora needs LoRA adapters named {sorted(missing)}")
-        self.policy = model
-        self.reference = DisabledAdapter(model, restore=self._restore_policy)
-        self.value_head = value_head
-        self._restore_policy()
+    has_critic = True
+    adapters = (POLICY_ADAPTER, CRITIC_ADAPTER)
 
-    def _restore_policy(self) -> None:
-        self.policy.set_adapter(POLICY_ADAPTER)
-        self.policy.set_requires_grad([POLICY_ADAPTER, CRITIC_ADAPTER], True)
+    def __init__(self, model: PeftModel, value_head: torch.nn.Linear) -> None:
+        super().__init__(model)
+        self.value_head = value_head
 
     @contextmanager
     def adapter(self, name: str) -> Iterator[PeftModel]:
@@ -250,6 +335,15 @@ def lora_config(peft: PeftConfig) -> LoraConfig:
     )
 
 
+def shared_lora_policy(base: PreTrainedModel, peft: PeftConfig) -> SharedLoraPolicy:
+    """Freeze ``base`` and give it a ``policy`` LoRA adapter only (no critic, no value head).
+
+    LoRA's B matrices start at zero, so the policy equals the reference at step 0.
+    """
+    freeze(base)
+    return SharedLoraPolicy(get_peft_model(base, lora_config(peft), adapter_name=POLICY_ADAPTER))
+
+
 def shared_lora_policy_critic(base: PreTrainedModel, peft: PeftConfig) -> SharedLoraPolicyCritic:
     """Freeze ``base`` and give it a ``policy`` and a ``critic`` LoRA adapter and a value head.
 
@@ -266,6 +360,23 @@ def shared_lora_policy_critic(base: PreTrainedModel, peft: PeftConfig) -> Shared
     return SharedLoraPolicyCritic(model, value_head)
 
 
+def build_policy(
+    algo: PPOConfig, model_cfg: ModelConfig, peft: PeftConfig, tokenizer, sft_path: str
+) -> PolicyCritic:
+    """A critic-free estimator's networks for ``algo.memory_mode``: no critic is loaded.
+
+    - ``separate``: policy (LoRA-wrapped when ``peft.enabled``) and reference from ``sft_path``.
+    - ``shared_lora``: one frozen SFT base with a ``policy`` LoRA adapter of shape ``peft``.
+    """
+    if MemoryMode(algo.memory_mode) == MemoryMode.shared_lora:
+        base = load_causal_lm(sft_path, model_cfg, tokenizer, trainable=False)
+        return shared_lora_policy(base, peft)
+    return SeparatePolicy(
+        load_causal_lm(sft_path, model_cfg, tokenizer, trainable=True, peft=peft),
+        load_causal_lm(sft_path, model_cfg, tokenizer, trainable=False),
+    )
+
+
 def build_policy_critic(
     algo: PPOConfig,
     model_cfg: ModelConfig,
@@ -275,7 +386,10 @@ def build_policy_critic(
     sft_path: str,
     reward_model_path: str | None,
 ) -> PolicyCritic:
-    """Load PPO's policy, reference and critic for ``algo.memory_mode``.
+    """Load the online loop's policy, reference and, for GAE, critic for ``algo.memory_mode``.
+
+    A critic-free estimator (``needs_critic(algo)`` False) gets :func:`build_policy`: no
+    critic, and ``critic_init`` is not read. With a critic:
 
     - ``separate``: policy and reference from ``sft_path`` (the policy LoRA-wrapped when
       ``peft.enabled``), critic from the reward model (``critic_init=reward``) or from the SFT
@@ -288,6 +402,8 @@ def build_policy_critic(
         ValueError: ``critic_init=reward`` without a reward model (e.g. PPO-GT), or with
             ``shared_lora``.
     """
+    if not needs_critic(algo):
+        return build_policy(algo, model_cfg, peft, tokenizer, sft_path)
     mode, init = MemoryMode(algo.memory_mode), CriticInit(algo.critic_init)
     if mode == MemoryMode.shared_lora:
         if init == CriticInit.reward:

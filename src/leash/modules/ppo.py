@@ -3,8 +3,15 @@
 :meth:`PPOModule.training_step` reads top to bottom, one named function per stage:
 sample responses -> score the rollout (log-probs, reference log-probs, values, rewards) ->
 shape rewards (per-token KL penalty, score on the last token, missing-EOS penalty; optional
-whitening) -> GAE advantages (optional whitening) -> ``ppo_epochs`` x ``num_minibatches``
-clipped updates -> statistics -> KL-controller update.
+whitening) -> advantages (optional whitening) -> ``ppo_epochs`` x ``num_minibatches``
+clipped updates -> statistics -> KL-controller (and REINFORCE baseline) update.
+
+The same loop serves every estimator of ``algo.advantage`` (chosen in
+:mod:`leash.rollout.advantages`): GAE with a critic (PPO), or the critic-free RLOO, GRPO and
+REINFORCE, which hold no critic, no value loss and no critic parameter group, and log no value
+metrics (``loss/value_avg`` and ``val/clipfrac_avg`` are absent, not zero). REINFORCE's
+moving-average baseline follows the batch mean of ``objective/rlhf_reward`` (its sequence
+reward ``R``) and is saved in checkpoints with the KL coefficient.
 
 Steps and schedule: every minibatch update is one optimizer step, so Lightning's
 ``global_step`` counts minibatch updates and a run of ``algo.max_steps`` iterations is
@@ -18,10 +25,10 @@ are sums reduced through the strategy, so every process takes the same decisions
 Gradient clipping: Lightning rejects ``Trainer(gradient_clip_val=...)`` under manual
 optimisation, so the norm comes in as ``max_grad_norm`` (applied with ``clip_gradients``).
 
-Non-finite values: after scoring, after GAE and for every minibatch loss (before its backward),
-a NaN or inf raises :class:`~leash.modules.guard.NonFiniteError` naming the iteration and the
-quantity; the gradients of every update are checked before it as in every module
-(:mod:`leash.modules.guard`). The exception leaves ``training_step`` before
+Non-finite values: after scoring, after the advantages and for every minibatch loss (before
+its backward), a NaN or inf raises :class:`~leash.modules.guard.NonFiniteError` naming the
+iteration and the quantity; the gradients of every update are checked before it as in every
+module (:mod:`leash.modules.guard`). The exception leaves ``training_step`` before
 ``on_train_batch_end``, where ``ModelCheckpoint`` saves, so the last checkpoint on disk stays the
 last good one. PPO records no loss trend (see :mod:`leash.modules.guard`).
 
@@ -40,17 +47,19 @@ from typing import Any, NamedTuple
 
 import torch
 
-from leash.config import PPOConfig, exact_div, optimizer_steps, updates_per_step
+from leash.config import (
+    AdvantageEstimator,
+    LossType,
+    PPOConfig,
+    exact_div,
+    optimizer_steps,
+    updates_per_step,
+)
 from leash.data.types import PromptBatch
 from leash.evaluation.evaluator import PolicyEvaluator
+from leash.losses.advantages import MovingAverageBaseline
 from leash.losses.kl import AdaptiveKLController, FixedKLController, KLController
-from leash.losses.ppo import (
-    Advantages,
-    clipped_policy_loss,
-    clipped_value_loss,
-    entropy_from_logits,
-    masked_mean,
-)
+from leash.losses.ppo import Advantages, clipped_value_loss, entropy_from_logits, masked_mean
 from leash.models.factory import disable_dropout
 from leash.models.policy_critic import PolicyCritic
 from leash.modules.evaluated import EvaluatedModule
@@ -63,7 +72,7 @@ from leash.modules.ppo_stats import (
     stopwatch,
     update_metrics,
 )
-from leash.rollout.advantages import advantages, shape
+from leash.rollout.advantages import advantages, policy_loss, shape, tokens_per_update
 from leash.rollout.rewards import RewardFn
 from leash.rollout.rollout import Responses, Rollout, sample, score_rollout
 
@@ -95,39 +104,54 @@ def minibatch_loss(
     allowed_token_ids: torch.Tensor | None,
     epoch: int = 0,
     minibatch: int = 0,
+    *,
+    kl_coef: float = 0.0,
+    tokens_per_update: float | None = None,
 ) -> MinibatchLoss:
-    """``policy loss + vf_coef * value loss - entropy_coef * entropy`` on rollout rows.
+    """``policy loss + vf_coef * value loss - entropy_coef * entropy`` on rollout rows (no value
+    loss without a critic; GRPO's policy loss carries its KL term).
 
     Args:
         models: the networks being trained.
         batch: the minibatch's rows of the rollout (old log-probs and values are constants).
-        advantages: advantages (B, T) and returns (B, T) of the same rows.
-        algo: clip ranges and loss weights.
+        advantages: advantages (B, T) and, with a critic, returns (B, T) of the same rows.
+        algo: clip ranges, loss weights, estimator and loss type.
         allowed_token_ids: (A,) the sampler's token restriction.
         epoch: index of the pass over the rollout (recorded in the stats).
         minibatch: index of the minibatch in that pass (recorded in the stats).
+        kl_coef: this iteration's KL coefficient (GRPO's loss term).
+        tokens_per_update: the ``loss_type=dapo`` divisor.
     """
     inputs, mask = batch.model_inputs(), batch.response_mask
     policy = models.policy_logps(*inputs, allowed_token_ids, algo.temperature)
-    values = models.values(*inputs)
-    pg = clipped_policy_loss(policy.logps, batch.logprobs, advantages.advantages, mask,
-                             algo.clip_range)
-    vf = clipped_value_loss(values, batch.values, advantages.returns, mask, algo.clip_range_value)
+    pg = policy_loss(
+        policy.logps, batch, advantages.advantages, algo, kl_coef, tokens_per_update
+    )
     entropy = masked_mean(entropy_from_logits(policy.logits), mask)
-    loss = pg.loss + algo.vf_coef * vf.loss - algo.entropy_coef * entropy
+    value_loss = value_clipfrac = None
+    if models.has_critic:
+        values = models.values(*inputs)
+        vf = clipped_value_loss(
+            values, batch.values, advantages.returns, mask, algo.clip_range_value
+        )
+        loss = pg.loss + algo.vf_coef * vf.loss - algo.entropy_coef * entropy
+        value_loss, value_clipfrac = vf.loss.detach(), vf.clipfrac
+    else:
+        loss = pg.loss - algo.entropy_coef * entropy
     stats = MinibatchStats(
-        epoch, minibatch, pg.loss.detach(), vf.loss.detach(), entropy.detach(), pg.approxkl,
-        pg.clipfrac, vf.clipfrac, pg.ratio_mean,
+        epoch, minibatch, pg.loss.detach(), value_loss, entropy.detach(), pg.approxkl,
+        pg.clipfrac, value_clipfrac, pg.ratio_mean,
     )
     return MinibatchLoss(loss, stats)
 
 
 # -------------------------------------------------------------------------------------- module
 class PPOModule(EvaluatedModule):
-    """PPO-RLHF with a reward model (PPO) or the task's gold reward (PPO-GT).
+    """PPO-RLHF with a reward model (PPO) or the task's gold reward (PPO-GT), and the same loop
+    with a critic-free estimator (RLOO, GRPO, REINFORCE; ``algo.advantage``).
 
     Args:
-        policy_critic: policy, reference and critic in either memory mode (see
+        policy_critic: policy, reference and (GAE only) critic in either memory mode (see
             :func:`leash.models.policy_critic.build_policy_critic`).
         reward_fn: scores responses: ``LearnedReward(reward_model)`` or ``GoldTaskReward(task)``.
         algo: the PPO configuration (every field is read).
@@ -170,6 +194,8 @@ class PPOModule(EvaluatedModule):
             if algo.adaptive_kl
             else FixedKLController(algo.kl_coef)
         )
+        self.baseline = MovingAverageBaseline(algo.baseline_decay)
+        """REINFORCE's moving-average baseline b (read and moved only by that estimator)."""
         self.last_updates: list[MinibatchStats] = []
         """Diagnostics of every minibatch update of the latest iteration, in order."""
         for module in self.roles.values():
@@ -198,9 +224,18 @@ class PPOModule(EvaluatedModule):
         """The start of a NonFiniteError message on the gradients: iteration and update."""
         return f"PPO iteration {self.iteration} (optimizer step {self.global_step})"
 
-    def _check_finite(self, iteration: int, where: str, **quantities: torch.Tensor) -> None:
-        """Raise NonFiniteError if any quantity holds NaN/inf on any process (all raise)."""
-        check_finite(f"PPO iteration {iteration} ({where})", self._sum, **quantities)
+    @property
+    def estimator(self) -> AdvantageEstimator:
+        """The advantage estimator of the loop (``algo.advantage``)."""
+        return AdvantageEstimator(self.algo.advantage)
+
+    def _check_finite(
+        self, iteration: int, where: str, **quantities: torch.Tensor | None
+    ) -> None:
+        """Raise NonFiniteError if any quantity holds NaN/inf on any process (all raise); an
+        absent quantity (None: no critic) is skipped."""
+        present = {name: value for name, value in quantities.items() if value is not None}
+        check_finite(f"PPO iteration {iteration} ({where})", self._sum, **present)
 
     # --------------------------------------------------------------------------- the loop
     def training_step(self, batch: PromptBatch, batch_idx: int) -> None:
@@ -215,17 +250,21 @@ class PPOModule(EvaluatedModule):
             ref_logprobs=rollout.ref_logprobs, values=rollout.values,
         )
         shaped = shape(rollout, self.algo, kl_coef, self._sum)
-        advantage = advantages(rollout, shaped.rewards, self.algo, self._sum)
+        advantage = advantages(
+            rollout, shaped, self.algo, self._sum, kl_coef=kl_coef, baseline=self.baseline.value
+        )
         self._check_finite(
-            iteration, "GAE", advantages=advantage.advantages, returns=advantage.returns
+            iteration, self.estimator.value.upper(), advantages=advantage.advantages,
+            returns=advantage.returns,
         )
         with stopwatch(self.device) as update:
-            self.last_updates = self.update(rollout, advantage, iteration)
+            self.last_updates = self.update(rollout, advantage, iteration, kl_coef)
         metrics = reduce_metrics(
             {
                 **rollout_metrics(rollout, shaped),
                 **update_metrics(self.last_updates),
                 "kl_coef": torch.tensor(kl_coef),
+                **self._baseline_metric(),
             },
             {
                 "time/generation_s": generation.seconds,
@@ -242,6 +281,8 @@ class PPOModule(EvaluatedModule):
         self.kl_controller.update(
             float(metrics["train/objective/kl"]), len(rollout) * self.trainer.world_size
         )
+        if self.estimator == AdvantageEstimator.reinforce:  # b moves after this batch used it
+            self.baseline.update(float(metrics["train/objective/rlhf_reward"]))
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=len(batch))
         # What this step processed, for the resource metrics: every rollout's prompt + response.
         self.step_tokens = (
@@ -249,6 +290,12 @@ class PPOModule(EvaluatedModule):
         )
         if iteration + 1 >= self.algo.max_steps:
             self.trainer.should_stop = True
+
+    def _baseline_metric(self) -> dict[str, torch.Tensor]:
+        """REINFORCE's baseline b of this iteration, logged as ``baseline`` (others: nothing)."""
+        if self.estimator != AdvantageEstimator.reinforce:
+            return {}
+        return {"baseline": torch.tensor(self.baseline.value)}
 
     def draw(self, batch: PromptBatch) -> Responses:
         """Sample the rollout's responses from the policy."""
@@ -276,19 +323,27 @@ class PPOModule(EvaluatedModule):
         )
 
     def update(
-        self, rollout: Rollout, advantage: Advantages, iteration: int
+        self, rollout: Rollout, advantage: Advantages, iteration: int, kl_coef: float = 0.0
     ) -> list[MinibatchStats]:
         """``ppo_epochs`` passes of shuffled minibatch updates, one optimizer step each."""
         optimizer, schedule = self.optimizers(), self.lr_schedulers()
         size = minibatch_size(len(rollout), self.algo.num_minibatches)
+        divisor = None
+        if LossType(self.algo.loss_type) == LossType.dapo:
+            divisor = tokens_per_update(
+                rollout.response_mask, self.algo.num_minibatches, self._sum,
+                self.trainer.world_size,
+            )
         updates = []
         for epoch in range(self.algo.ppo_epochs):
             order = torch.randperm(len(rollout), device=rollout.response_ids.device)
             for index, rows in enumerate(order.split(size)):
-                rows_advantage = Advantages(advantage.advantages[rows], advantage.returns[rows])
+                returns = None if advantage.returns is None else advantage.returns[rows]
+                rows_advantage = Advantages(advantage.advantages[rows], returns)
                 step = minibatch_loss(
                     self.policy_critic, rollout.rows(rows), rows_advantage, self.algo,
-                    self.allowed_token_ids, epoch, index,
+                    self.allowed_token_ids, epoch, index, kl_coef=kl_coef,
+                    tokens_per_update=divisor,
                 )
                 self._check_finite(
                     iteration, f"epoch {epoch}, minibatch {index}", loss=step.loss,
@@ -317,15 +372,15 @@ class PPOModule(EvaluatedModule):
         return self
 
     def configure_optimizers(self) -> dict[str, Any]:
-        """One AdamW, a param group per network (policy at ``lr``, critic at ``critic_lr``),
-        and a per-step schedule over :func:`optimizer_steps`."""
+        """One AdamW, a param group per network (policy at ``lr``, critic at ``critic_lr``; no
+        critic group without a critic), and a per-step schedule over :func:`optimizer_steps`."""
         policy_params, critic_params = self.policy_critic.parameter_groups()
         algo = self.algo
+        groups = [{"params": policy_params, "lr": algo.lr, "name": "policy"}]
+        if self.policy_critic.has_critic:
+            groups.append({"params": critic_params, "lr": algo.critic_lr, "name": "critic"})
         optimizer = torch.optim.AdamW(
-            [
-                {"params": policy_params, "lr": algo.lr, "name": "policy"},
-                {"params": critic_params, "lr": algo.critic_lr, "name": "critic"},
-            ],
+            groups,
             betas=tuple(algo.adam_betas),
             weight_decay=algo.weight_decay,
         )
@@ -340,11 +395,16 @@ class PPOModule(EvaluatedModule):
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Keep the (possibly adapted) KL coefficient with the weights."""
+        """Keep the (possibly adapted) KL coefficient, and REINFORCE's baseline, with the
+        weights."""
         super().on_save_checkpoint(checkpoint)
         checkpoint["ppo_kl_coef"] = self.kl_controller.value
+        if self.estimator == AdvantageEstimator.reinforce:
+            checkpoint["ppo_reward_baseline"] = self.baseline.value
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        """Resume with the KL coefficient the run had reached."""
+        """Resume with the KL coefficient (and REINFORCE baseline) the run had reached."""
         super().on_load_checkpoint(checkpoint)
         self.kl_controller.value = float(checkpoint["ppo_kl_coef"])
+        if self.estimator == AdvantageEstimator.reinforce:
+            self.baseline.value = float(checkpoint["ppo_reward_baseline"])

@@ -26,15 +26,16 @@ class MinibatchStats(NamedTuple):
     epoch: int
     minibatch: int
     policy_loss: torch.Tensor
-    value_loss: torch.Tensor
+    value_loss: torch.Tensor | None
+    """The critic's clipped value loss; None without a critic."""
     entropy: torch.Tensor
     """Mean per-token entropy of the policy being trained."""
     approxkl: torch.Tensor
     """k2 estimate of KL(old || new) over the minibatch's tokens."""
     clipfrac: torch.Tensor
     """Fraction of tokens where the policy ratio clip was active."""
-    value_clipfrac: torch.Tensor
-    """Fraction of tokens where the value clip was active."""
+    value_clipfrac: torch.Tensor | None
+    """Fraction of tokens where the value clip was active; None without a critic."""
     ratio: torch.Tensor
     """Mean probability ratio new / old."""
 
@@ -67,20 +68,31 @@ def rollout_metrics(rollout: Rollout, shaped: ShapedRewards) -> dict[str, torch.
     }
 
 
+VALUE_METRICS = frozenset({"loss/value_avg", "val/clipfrac_avg"})
+"""The critic's metrics: absent (not zero) when the estimator has no critic."""
+
+
 def update_metrics(updates: list[MinibatchStats]) -> dict[str, torch.Tensor]:
-    """Averages of the minibatch diagnostics over every update of the iteration."""
+    """Averages of the minibatch diagnostics over every update of the iteration; without a
+    critic (``value_loss`` None) the :data:`VALUE_METRICS` are left out."""
 
     def average(name: str) -> torch.Tensor:
         return torch.stack([getattr(stats, name) for stats in updates]).mean()
 
+    sources = {
+        "policy/approxkl_avg": "approxkl",
+        "policy/clipfrac_avg": "clipfrac",
+        "policy/entropy_avg": "entropy",
+        "loss/policy_avg": "policy_loss",
+        "loss/value_avg": "value_loss",
+        "val/clipfrac_avg": "value_clipfrac",
+        "val/ratio": "ratio",
+    }
+    critic = updates[0].value_loss is not None
     return {
-        "policy/approxkl_avg": average("approxkl"),
-        "policy/clipfrac_avg": average("clipfrac"),
-        "policy/entropy_avg": average("entropy"),
-        "loss/policy_avg": average("policy_loss"),
-        "loss/value_avg": average("value_loss"),
-        "val/clipfrac_avg": average("value_clipfrac"),
-        "val/ratio": average("ratio"),
+        metric: average(field)
+        for metric, field in sources.items()
+        if critic or metric not in VALUE_METRICS
     }
 
 

@@ -249,7 +249,8 @@ def run_reward(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> 
 # ------------------------------------------------------------------------------------------ PPO
 def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
     """PPO-RLHF (learned reward) or PPO-GT (gold reward) from the SFT policy, on the prompts of
-    the shared preference pairs."""
+    the shared preference pairs; the same loop for RLOO, GRPO and REINFORCE (no critic). The
+    reward model is trained (or found in the cache) whenever ``algo.reward=learned``."""
     algo: PPOConfig = cfg.algo
     sft_path = stages.sft_policy()
     tokenizer = load_tokenizer(sft_path, cfg.model)

@@ -6,8 +6,8 @@ Two named steps, timed separately by the PPO loop:
   sampler (:func:`leash.rollout.generation.generate`), giving :class:`Responses`;
 - :func:`score_rollout` adds what the update needs, all under ``torch.no_grad`` and eval mode
   (no dropout): per-token log-probs and entropies under the sampling policy, reference
-  log-probs, critic values, and the sequence score of a :class:`RewardFn`. The result is a
-  :class:`Rollout`.
+  log-probs, critic values (none for a critic-free estimator), and the sequence score of a
+  :class:`RewardFn`. The result is a :class:`Rollout`.
 
 Rewards are any :class:`leash.rollout.rewards.RewardFn` (a frozen reward model, or the task's
 gold reward for PPO-GT).
@@ -38,6 +38,11 @@ from leash.sequences import evaluating
 _Rows = TypeVar("_Rows", bound="Responses")
 
 
+def _cat(parts: list[torch.Tensor | None]) -> torch.Tensor | None:
+    """The rows of every part stacked; None when the field is absent (None) in every part."""
+    return None if all(part is None for part in parts) else torch.cat(parts)
+
+
 @dataclass
 class Responses:
     """Sampled responses with their prompts, one row per sample."""
@@ -57,14 +62,18 @@ class Responses:
         return int(self.prompt_ids.shape[0])
 
     def rows(self: _Rows, index: torch.Tensor | slice) -> _Rows:
-        """The same container restricted to some rows (a minibatch or a scoring chunk)."""
-        return type(self)(**{spec.name: getattr(self, spec.name)[index] for spec in fields(self)})
+        """The same container restricted to some rows (a minibatch or a scoring chunk); a field
+        that is None (no critic: no values) stays None."""
+        return type(self)(**{
+            spec.name: None if (value := getattr(self, spec.name)) is None else value[index]
+            for spec in fields(self)
+        })
 
     @classmethod
     def concatenate(cls: type[_Rows], parts: list[_Rows]) -> _Rows:
         """Stack the rows of several containers of this type (inverse of :meth:`rows`)."""
         return cls(
-            **{spec.name: torch.cat([getattr(p, spec.name) for p in parts]) for spec in fields(cls)}
+            **{spec.name: _cat([getattr(p, spec.name) for p in parts]) for spec in fields(cls)}
         )
 
     def model_inputs(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -80,8 +89,8 @@ class Rollout(Responses):
     """(B, T) log-probs of the response tokens under the sampling policy."""
     ref_logprobs: torch.Tensor
     """(B, T) log-probs of the same tokens under the reference."""
-    values: torch.Tensor
-    """(B, T) critic value of the state before each response token."""
+    values: torch.Tensor | None
+    """(B, T) critic value of the state before each response token; None without a critic."""
     entropy: torch.Tensor
     """(B, T) entropy of the sampling policy's next-token distribution at each token."""
     scores: torch.Tensor
@@ -168,7 +177,7 @@ def _measure(
         chunk.eos_found,
         logprobs=policy.logps,
         ref_logprobs=models.reference_logps(*inputs, allowed_token_ids, temperature),
-        values=models.values(*inputs),
+        values=models.values(*inputs) if models.has_critic else None,
         entropy=entropy_from_logits(policy.logits) * chunk.response_mask,
         scores=score(reward_fn, chunk),
     )
