@@ -29,3 +29,22 @@ def test_seeds_run_every_stage_once_per_seed_in_its_folder(tmp_path, monkeypatch
         assert overrides[-1] == f"seed={seed}" and "threads=1" in overrides
         assert ("algo.beta=0.3" in overrides) == (stage == "dpo")
     assert reported == [[str(tmp_path)]]  # one report over every seed's runs
+
+
+def test_critic_free_stages_run_only_when_asked_for(tmp_path, monkeypatch):
+    calls = []
+
+    def fake_stage(stage: str, overrides: list[str], run_dir: Path) -> StageResult:
+        calls.append((stage, overrides))
+        return StageResult(stage, run_dir, 0.0, ok=True)
+
+    monkeypatch.setattr(compare, "run_stage", fake_stage)
+    monkeypatch.setattr("leash.report.main.main", lambda argv: 0)
+    assert not set(compare.OPTIONAL_STAGES) & set(compare.STAGES)  # not in the default run
+    argv = ["--out", str(tmp_path), "--stages", "reward,rloo,grpo", "--threads", "1",
+            "grpo.algo.kl_coef=0.1"]
+    assert compare.main(argv) == 0
+    assert [stage for stage, _ in calls] == ["reward", "rloo", "grpo"]
+    routed = dict(calls)
+    assert "algo.kl_coef=0.1" in routed["grpo"] and "algo.kl_coef=0.1" not in routed["rloo"]
+    assert compare.main(["--out", str(tmp_path), "--stages", "vtrace"]) == 2

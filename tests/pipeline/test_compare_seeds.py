@@ -24,8 +24,14 @@ def test_bad_seeds_are_refused_naming_the_key(bad):
         pop_seeds([bad])
 
 
-def test_every_stage_gets_one_thread_count():
+def test_every_stage_gets_one_thread_count(monkeypatch):
     cpus = len(os.sched_getaffinity(0))
+    monkeypatch.delenv("OMP_NUM_THREADS", raising=False)
     assert with_threads(["debug=fast"], None) == ["debug=fast", f"threads={cpus}"]
     assert with_threads([], 3) == ["threads=3"]
     assert with_threads(["threads=1"], 3) == ["threads=1"]  # the user's own wins
+    monkeypatch.setenv("OMP_NUM_THREADS", "3")  # a cap set outside leash is the default
+    assert with_threads([], None) == ["threads=3"]
+    assert with_threads([], 2) == ["threads=2"]
+    monkeypatch.setenv("OMP_NUM_THREADS", "many")  # not a count: ignored
+    assert with_threads([], None) == [f"threads={cpus}"]

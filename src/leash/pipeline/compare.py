@@ -31,7 +31,11 @@ from leash.pipeline.launcher import run_train
 from leash.pipeline.overrides import route_by_prefix
 
 STAGES = ("sft", "reward", "ppo", "ppo_gt", "dpo")
-"""Stage names, in order: each is also the `algo` option it runs."""
+"""Stage names, in order (the default run): each is also the `algo` option it runs."""
+
+OPTIONAL_STAGES = ("rloo", "grpo", "reinforce")
+"""Stages ``--stages`` may add (the online loop's critic-free estimators, scored by the learned
+reward model like ``ppo``); not run by default."""
 
 NEEDS_GOLD_REWARD = {"ppo_gt"}
 """Stages that only make sense on a built-in task (they score with its gold reward)."""
@@ -68,12 +72,13 @@ def _parser() -> argparse.ArgumentParser:
         "same preference pairs, and report what each costs and buys.",
     )
     parser.add_argument("--stages", default=",".join(STAGES),
-                        help=f"comma-separated subset of {','.join(STAGES)}")
+                        help=f"comma-separated subset of {','.join(STAGES + OPTIONAL_STAGES)} "
+                        f"(default {','.join(STAGES)})")
     parser.add_argument("--out", type=Path, default=None,
                         help="comparison folder (default: outputs/compare/<time>)")
     parser.add_argument("--threads", type=int, default=None,
-                        help="torch threads of every stage (default: the CPUs this process may "
-                        "use); a `threads=` override wins")
+                        help="torch threads of every stage (default: $OMP_NUM_THREADS when set, "
+                        "else the CPUs this process may use); a `threads=` override wins")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for every stage, or <stage>.<key>=value for one; "
                         "seeds=[0,1,2] runs every stage once per seed")
@@ -85,12 +90,19 @@ SEEDS_KEY = "seeds="
 
 def with_threads(overrides: list[str], threads: int | None) -> list[str]:
     """The overrides with one ``threads=`` for every stage (the user's own, else ``threads``,
-    else the CPUs this process may use): stages that run alone get the same count, so no
-    comparison is confounded by it (see :mod:`leash.runtime`)."""
+    else ``$OMP_NUM_THREADS``, else the CPUs this process may use): stages that run alone get
+    the same count, so no comparison is confounded by it (see :mod:`leash.runtime`)."""
     if any(o.startswith("threads=") for o in overrides):
         return overrides
-    count = threads if threads is not None else len(os.sched_getaffinity(0))
+    count = threads if threads is not None else default_threads()
     return [*overrides, f"threads={count}"]
+
+
+def default_threads() -> int:
+    """``$OMP_NUM_THREADS`` when it holds a positive count (the user, or a scheduler, capped
+    the process), else the number of CPUs this process may run on."""
+    text = os.environ.get("OMP_NUM_THREADS", "")
+    return int(text) if text.isdigit() and int(text) > 0 else len(os.sched_getaffinity(0))
 
 
 def pop_seeds(overrides: list[str]) -> tuple[list[int] | None, list[str]]:
@@ -121,12 +133,13 @@ def main(argv: list[str]) -> int:
         return 2
     overrides = with_threads(overrides, args.threads)
     stages = tuple(s for s in args.stages.split(",") if s)
-    unknown = sorted(set(stages) - set(STAGES))
+    known = STAGES + OPTIONAL_STAGES
+    unknown = sorted(set(stages) - set(known))
     if unknown:
-        print(f"leash compare: unknown stages {unknown}; choose from {STAGES}", file=sys.stderr)
+        print(f"leash compare: unknown stages {unknown}; choose from {known}", file=sys.stderr)
         return 2
     console = Console()
-    routed = route_by_prefix(overrides, STAGES)
+    routed = route_by_prefix(overrides, known)
     if not _uses_task_data(routed["sft"]):
         skipped = [s for s in stages if s in NEEDS_GOLD_REWARD]
         stages = tuple(s for s in stages if s not in NEEDS_GOLD_REWARD)
