@@ -49,7 +49,7 @@ def test_ppo_with_the_learned_reward_model_reports_the_ppo_vocabulary(isolated_r
 
 def test_shared_lora_holds_less_memory_than_separate_models(isolated_run):
     sft = isolated_run / "sft"
-    train(sft, "algo=sft", *WIDER)
+    train(sft, "algo=sft", "algo.max_steps=2", "eval.enabled=false", *WIDER)
     # Two iterations of 16 rollouts: the peak is reached in the first update already.
     common = ("algo=ppo_gt", f"upstream.sft_policy={sft / 'policy'}", "algo.max_steps=2",
               "data.batch_size=16", "eval.enabled=false", *WIDER)
