@@ -12,6 +12,7 @@ import os
 import struct
 import subprocess
 import sys
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -78,8 +79,22 @@ def _payloads(path: Path):
             yield pending
 
 
-def read_run(save_dir: Path) -> OfflineRun:
-    """The single offline run under ``save_dir/wandb``."""
+def read_run(save_dir: Path, timeout: float = 20.0) -> OfflineRun:
+    """The single offline run under ``save_dir/wandb``, once its exit record is on disk.
+
+    ``wandb.finish`` returns before wandb-core's writer has flushed the run's file (seen under
+    load: a finished run's file read back empty), so the file is read again until it holds the
+    exit record, for at most ``timeout`` seconds; the last reading is returned either way.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        run = _read_run_once(save_dir)
+        if run.exit_code is not None or time.monotonic() > deadline:
+            return run
+        time.sleep(0.1)
+
+
+def _read_run_once(save_dir: Path) -> OfflineRun:
     (folder,) = (save_dir / "wandb").glob("offline-run-*")
     (log,) = folder.glob("run-*.wandb")
     run = OfflineRun(folder)
