@@ -33,6 +33,21 @@ def timed_run(cache: Path, outputs: Path, extra: list[str]) -> float:
     return time.perf_counter() - started
 
 
+RESULT = Path(__file__).parent / "results" / "sft_cold_vs_cached.json"
+
+
+def summary(path: Path = RESULT) -> str:
+    """The README's sentence about the cache, from the committed result."""
+    result = json.loads(path.read_text())
+    return (
+        f"`benchmarks/sft_cold_vs_cached.py` times `leash train algo=sft data=exact` from a clean "
+        f"cache against a warm one (median of {result['repeats']}, 2-core CPU): "
+        f"**{result['cold_median_s']:.1f} s** cold, **{result['cached_median_s']:.1f} s** cached "
+        "(the cached run only evaluates the stored policy; most of what remains is Python "
+        "start-up)."
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=3)

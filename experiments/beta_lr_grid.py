@@ -49,6 +49,7 @@ from leash.report.runs import RunRecord, load_runs  # noqa: E402
 from leash.resources import sweeps_dir  # noqa: E402
 
 SWEEP = "dpo_beta_lr"
+RESULTS = Path(__file__).parent / "results" / "beta_lr_grid" / "beta_lr_grid.csv"
 METRICS = [
     # (key, title, colormap, higher is better)
     ("eval/exact_gold_reward", "exact gold reward", "viridis", True),
@@ -237,6 +238,38 @@ def write_csv(cells, grid: dict[str, list[str]], path: Path) -> None:
                 writer.writerow([beta, lr, status, *values, where])
 
 
+def summary(path: Path = RESULTS) -> str:
+    """experiments/README.md's sentences about the grid, from the committed CSV."""
+    with path.open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["status"] == "finished"]
+    gold, kl, gap = (METRICS[i][0] for i in range(3))
+
+    def cell(row) -> str:
+        return f"β = {label(row['beta'])}, lr = {label(row['lr'])}"
+
+    def by(key: str, row) -> float:
+        return float(row[key])
+
+    betas = sorted({row["beta"] for row in rows}, key=float)
+    rising = all(
+        [by(kl, r) for r in sorted((r for r in rows if r["beta"] == b), key=lambda r: by("lr", r))]
+        == sorted(by(kl, r) for r in rows if r["beta"] == b)
+        for b in betas
+    )
+    low, high = (min(rows, key=lambda r: by(kl, r)), max(rows, key=lambda r: by(kl, r)))
+    best, worst = max(rows, key=lambda r: by(gold, r)), min(rows, key=lambda r: by(gold, r))
+    nearest = min(rows, key=lambda r: by(gap, r))
+    return (
+        f"What it shows: KL {'grows with lr at every β' if rising else 'is not monotone in lr'}"
+        f", from {by(kl, low):.2f} nats ({cell(low)}) to {by(kl, high):.2f} ({cell(high)}). The "
+        f"best reward, {by(gold, best):.3f}, comes at {cell(best)} (KL {by(kl, best):.2f}); the "
+        f"worst, {by(gold, worst):.3f}, at {cell(worst)}, {by(kl, worst):.2f} nats from the "
+        f"reference and {by(gap, worst):.2f} below the frontier. The frontier gap is smallest, "
+        f"{by(gap, nearest):.3f}, at {cell(nearest)}, which stays close to the reference (KL "
+        f"{by(kl, nearest):.2f}) with a reward of {by(gold, nearest):.3f}."
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("experiments/results/beta_lr_grid"))
@@ -285,4 +318,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--summary"]:
+        print(summary())
+        raise SystemExit(0)
     raise SystemExit(main())

@@ -53,6 +53,7 @@ MODES = {
     ],
 }
 MIB = 2**20
+RESULTS = Path(__file__).parent / "results" / "reference_modes" / "reference_modes.csv"
 
 
 def train(run_dir: Path, overrides: list[str]) -> bool:
@@ -156,6 +157,38 @@ def plot(runs: dict[str, RunRecord], path: Path) -> None:
     plt.close(figure)
 
 
+def summary(path: Path = RESULTS) -> str:
+    """experiments/README.md's sentences about the modes, from the committed CSV."""
+    with path.open(newline="") as handle:
+        rows = {row["mode"]: row for row in csv.DictReader(handle)}
+
+    def value(mode: str, column: str) -> float:
+        return float(rows[mode][column])
+
+    copy, pre, adapter = "dpo_copy", "dpo_precomputed", "dpo_adapter"
+    same = all(rows[copy][c] == rows[pre][c] for c in ("train_loss", "val_loss"))
+    lowest = min((copy, pre, adapter), key=lambda m: value(m, "peak_MiB"))
+    separate, shared = "ppo_gt_separate", "ppo_gt_shared_lora"
+    faster = value(shared, "step_s") < value(separate, "step_s")
+    return (
+        f"What it shows: `precomputed` ends with {'the same' if same else 'a different'} DPO "
+        f"train and validation loss as `copy` ({rows[pre]['train_loss']} / "
+        f"{rows[pre]['val_loss']}) while dropping the reference's "
+        f"{value(copy, 'params_MiB') - value(pre, 'params_MiB'):.1f} MiB of parameters and its "
+        f"forward pass ({value(copy, 'peak_MiB') - value(pre, 'peak_MiB'):.0f} MiB lower peak, "
+        f"{100 * (value(pre, 'tokens_per_s') / value(copy, 'tokens_per_s') - 1):.0f}% more "
+        f"tokens/s); `adapter` trains only LoRA ({rows[adapter]['grads_MiB']} MiB of gradients, "
+        f"{rows[adapter]['optim_MiB']} MiB of optimizer state instead of "
+        f"{rows[copy]['grads_MiB']} / {rows[copy]['optim_MiB']}), so its trajectory differs; "
+        f"the lowest DPO peak is `{lowest.removeprefix('dpo_')}`'s. For PPO-GT, `shared_lora` "
+        f"keeps one base model instead of policy, reference and critic copies "
+        f"({rows[shared]['params_MiB']} vs {rows[separate]['params_MiB']} MiB of parameters, "
+        f"{value(separate, 'peak_MiB') - value(shared, 'peak_MiB'):.0f} MiB lower peak) and is "
+        f"{'faster' if faster else 'slower'} per iteration here ({rows[shared]['step_s']} vs "
+        f"{rows[separate]['step_s']} s per training step)."
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("experiments/results/reference_modes"))
@@ -190,4 +223,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--summary"]:
+        print(summary())
+        raise SystemExit(0)
     raise SystemExit(main())

@@ -9,11 +9,15 @@ in training or evaluation: the script checks it and exits non-zero if one is.
 Every run is one `leash train` process sharing the cached SFT policy, pairs and reward model:
 
     python experiments/reward_kl_frontier.py --out experiments/results/reward_kl_frontier
+
+Writes the report of every run (`report.md`, `results.csv`), `best_of_n.md`/`.csv` and the
+figure; :func:`summary` writes experiments/README.md's sentences from the committed files.
 """
 
 from __future__ import annotations
 
 import argparse
+import csv
 import subprocess
 import sys
 from pathlib import Path
@@ -33,6 +37,7 @@ GRID = {
     "ppo": ("algo.kl_coef", [0.05, 0.2]),
 }
 BEST_OF = [2, 4, 8, 16, 64]
+RESULTS = Path(__file__).parent / "results" / "reward_kl_frontier"
 STYLE = {
     "dpo": ("tab:orange", "o"),
     "ppo": ("tab:green", "s"),
@@ -117,6 +122,56 @@ def plot(runs, best_of, path: Path) -> None:
     plt.close(figure)
 
 
+def write_best_of_n(best_of, curve, out: Path) -> None:
+    """`best_of_n.md` and `.csv`: each N's exact KL, gold reward and gap to the frontier."""
+    rows = [(n, kl, reward, curve.reward_at(kl) - reward) for n, kl, reward in best_of]
+    lines = ["| best-of-N | exact KL | exact gold reward | frontier gap |", "|---|---|---|---|"]
+    lines += [f"| {n} | {kl:.3f} | {reward:.3f} | {gap:.3f} |" for n, kl, reward, gap in rows]
+    (out / "best_of_n.md").write_text("\n".join(lines) + "\n")
+    with (out / "best_of_n.csv").open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["N", "exact KL (nats)", "gold reward", "frontier gap"])
+        writer.writerows((n, f"{kl:.6g}", f"{r:.6g}", f"{gap:.6g}") for n, kl, r, gap in rows)
+    print("\n".join(lines))
+
+
+def _range(values: list[float]) -> str:
+    return f"{min(values):.2f}–{max(values):.2f}"
+
+
+def summary(results: Path = RESULTS) -> str:
+    """experiments/README.md's sentences about the frontier, from the committed results."""
+    with (results / "results.csv").open(newline="") as handle:
+        rows = [row for row in csv.DictReader(handle) if row["status"] == "finished"]
+    with (results / "best_of_n.csv").open(newline="") as handle:
+        best_of = list(csv.DictReader(handle))
+    gaps: dict[str, list[float]] = {}
+    dpo = []  # (β, exact KL)
+    for row in rows:
+        algo = row["method"].split("-")[0]
+        if algo in GRID:
+            gaps.setdefault(algo, []).append(float(row["frontier gap"]))
+        if algo == "dpo":
+            dpo.append((float(row["method"].split("beta=")[1]), float(row["exact KL (nats)"])))
+    dpo.sort()
+    kls = [kl for _, kl in dpo]
+    trend = (
+        f"exact KL {kls[0]:.2f} nats at β = {dpo[0][0]:g}, {kls[-1]:.2f} at β = {dpo[-1][0]:g}"
+        + ("" if kls == sorted(kls, reverse=True) else ", not monotone in between")
+    )
+    closest = min(gaps, key=lambda algo: max(gaps[algo]))
+    name = {"dpo": "DPO", "ppo": "PPO", "ppo_gt": "PPO-GT"}
+    bon = [float(row["frontier gap"]) for row in best_of]
+    return (
+        f"What it shows on this task: {name[closest]} tracks the frontier most closely. Frontier "
+        f"gaps: PPO-GT {_range(gaps['ppo_gt'])}, PPO with the learned reward model "
+        f"{_range(gaps['ppo'])}, DPO {_range(gaps['dpo'])} ({trend}); PPO and DPO both learn "
+        f"from the same noisy pairs. Best-of-N from the reference, which sees the gold reward "
+        f"at inference time, lies {_range(bon)} under the curve (N = "
+        f"{', '.join(row['N'] for row in best_of)})."
+    )
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("experiments/results/reward_kl_frontier"))
@@ -133,12 +188,9 @@ def main() -> int:
     runs = load_runs(runs_dir)
     best_of = best_of_n_points(runs_dir / "sft")
     plot(runs, best_of, args.out / "reward_kl_frontier.png")
-    lines = ["| best-of-N | exact KL | exact gold reward |", "|---|---|---|"]
-    lines += [f"| {n} | {kl:.3f} | {reward:.3f} |" for n, kl, reward in best_of]
-    (args.out / "best_of_n.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
-    above = points_above_frontier(runs)
     curve = next(run.frontier for run in runs if run.frontier is not None)
+    write_best_of_n(best_of, curve, args.out)
+    above = points_above_frontier(runs)
     above += [f"best-of-{n}" for n, kl, r in best_of if r > curve.reward_at(kl) + 1e-4]
     if above:
         print(f"ABOVE THE OPTIMAL FRONTIER (a bug): {above}", file=sys.stderr)
@@ -151,4 +203,7 @@ def main() -> int:
 
 
 if __name__ == "__main__":
+    if sys.argv[1:] == ["--summary"]:
+        print(summary())
+        raise SystemExit(0)
     raise SystemExit(main())

@@ -6,8 +6,9 @@ header is a CSV column, or a CSV column ``X`` shown as ``X mean ± X ci95`` (a p
 over seeds). A number shown with d decimals must be the CSV's value rounded to d decimals; a
 blank cell a blank value. Reading files only, this test trains nothing, and a code change that
 moves the numbers cannot leave the prose stale: regenerating the results fails it until the
-README is updated. The sentences about the main comparison are written by
-``experiments/compare_summary.py`` from its results, and checked the same way.
+README is updated. Sentences with figures sit between ``<!-- generated: NAME -->`` and
+``<!-- /generated -->``: they are what ``summary()`` of ``experiments/NAME.py`` writes from the
+committed results, checked the same way.
 """
 
 from __future__ import annotations
@@ -128,11 +129,46 @@ def test_the_check_fails_when_a_committed_figure_changes(tmp_path):
         assert problems_of(table), (reward, memory)
 
 
-def test_the_readmes_sentences_about_the_comparison_are_what_its_results_give():
+def _writer():
+    """experiments/write_summaries.py, which finds the blocks and writes their text."""
     spec = importlib.util.spec_from_file_location(
-        "compare_summary", REPO / "experiments" / "compare_summary.py"
-    )
-    script = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(script)
-    block = f"<!-- generated: compare_summary -->\n{script.summary()}\n<!-- /generated -->"
-    assert block in (REPO / "README.md").read_text()
+        "write_summaries", REPO / "experiments" / "write_summaries.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+WRITER = _writer()
+
+
+def generated_blocks() -> list[tuple[Path, str, str]]:
+    """(README, script name, text) of every generated block of the READMEs."""
+    return [(readme, match.group(2), match.group(3))
+            for readme in READMES for match in WRITER.BLOCK.finditer(readme.read_text())]
+
+
+BLOCKS = generated_blocks()
+
+
+def test_the_readmes_have_their_generated_blocks():
+    names = {name for _, name, _ in BLOCKS}
+    assert {"compare_summary", "reward_kl_frontier", "reference_modes", "beta_lr_grid",
+            "stability"} <= names, names
+
+
+@pytest.mark.parametrize("readme, name, text", BLOCKS,
+                         ids=[f"{readme.name}:{name}" for readme, name, _ in BLOCKS])
+def test_a_generated_block_is_what_its_script_writes_from_the_committed_results(
+        readme, name, text):
+    assert text == WRITER.block_text(name), (
+        f"{readme.name}: the block `generated: {name}` is stale: "
+        "`python experiments/write_summaries.py` rewrites it")
+
+
+def test_a_generated_block_goes_stale_when_a_committed_figure_changes(tmp_path):
+    script = WRITER.load_script("stability")
+    committed = REPO / "experiments" / "results" / "stability" / "stability_summary.csv"
+    changed = tmp_path / "stability_summary.csv"
+    changed.write_text(committed.read_text().replace("0.0178", "0.0278", 1))
+    assert script.summary(committed) == WRITER.summary_of("stability")
+    assert script.summary(changed) != script.summary(committed)
