@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from composing import composer, inside_a_job, job_error
-from leash.pipeline.compare import NEEDS_GOLD_REWARD, STAGES, pop_seeds
+from leash.pipeline.compare import NEEDS_GOLD_REWARD, OPTIONAL_STAGES, STAGES, pop_seeds
 from leash.pipeline.compare import _parser as compare_parser
 from leash.pipeline.overrides import route_by_prefix
 
@@ -80,7 +80,8 @@ def problems_of(command: str, compose_job) -> list[str]:
 def _compare_problems(parsed, compose_job) -> list[str]:
     """Each stage's overrides, routed as `leash compare` routes them, composed and validated."""
     seeds, overrides = pop_seeds(parsed.overrides)
-    routed = route_by_prefix([*overrides, *(["seed=0"] if seeds else [])], STAGES)
+    routed = route_by_prefix([*overrides, *(["seed=0"] if seeds else [])],
+                             STAGES + OPTIONAL_STAGES)
     task_data = compose_job(routed["sft"]).data.source == "task"
     stages = [s for s in parsed.stages.split(",") if task_data or s not in NEEDS_GOLD_REWARD]
     errors = {s: job_error(compose_job, [f"algo={s}", *routed[s]]) for s in stages}
