@@ -33,11 +33,7 @@ import csv
 import json
 import math
 import os
-import subprocess
 import sys
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -46,6 +42,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+from run_pool import Run, run_all, status_of, training_span  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -111,32 +108,18 @@ def jobs_of(grid: Grid) -> list[Job]:
     return [Job(grid, v, lr, s) for v in grid.values for lr in grid.lrs for s in SEEDS]
 
 
-def train(job: Job, runs: Path, extra: list[str]) -> float:
-    """One `leash train` for `job` unless its folder holds a finished run; its wall time (s)."""
-    folder = job.folder(runs)
-    if (folder / "metrics.json").exists():
-        return 0.0
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    command = [
-        sys.executable, "-m", "leash", "train", f"algo={job.grid.algo}", "data=exact",
-        f"{job.grid.key}={job.value}", f"algo.lr={job.lr}", f"seed={job.seed}",
-        "upstream.seed=shared", "threads=1", f"paths.cache_dir={runs / 'cache'}",
-        f"hydra.run.dir={folder}", *extra,
-    ]  # fmt: skip
-    start = time.monotonic()
-    with (folder.parent / f"seed_{job.seed}.log").open("w") as log:
-        subprocess.run(command, stdout=log, stderr=subprocess.STDOUT, check=False)
-    return time.monotonic() - start
+def run_of(job: Job, runs: Path, extra: list[str]) -> Run:
+    """The `leash train` of a job: its grid cell and seed, upstream shared, on `data=exact`."""
+    return Run(job.name, job.folder(runs), (
+        f"algo={job.grid.algo}", "data=exact", f"{job.grid.key}={job.value}",
+        f"algo.lr={job.lr}", f"seed={job.seed}", "upstream.seed=shared", *extra))  # fmt: skip
 
 
 def outcome_of(job: Job, runs: Path) -> Outcome:
     """Read a run folder: exact figures from metrics.json, else the failure from error.txt."""
-    folder = job.folder(runs)
-    metrics_path = folder / "metrics.json"
+    metrics_path = job.folder(runs) / "metrics.json"
     if not metrics_path.is_file():
-        error = folder / "error.txt"
-        text = error.read_text() if error.is_file() else ""
-        return Outcome(job, "non-finite" if "non-finite" in text else "failed")
+        return Outcome(job, status_of(job.folder(runs)))
     payload = json.loads(metrics_path.read_text())
     metrics = payload["metrics"]
 
@@ -362,20 +345,6 @@ def summary(path: Path = RESULTS) -> str:
     ])
 
 
-def training_span(jobs: list[Job], runs: Path) -> float:
-    """Seconds from the first run's start to the last run's end, read off the run folders
-    (metrics.json's write time minus the run's wall time), so a resumed invocation still
-    reports how long the whole grid took to train."""
-    ends, starts = [], []
-    for job in jobs:
-        metrics = job.folder(runs) / "metrics.json"
-        if metrics.is_file():
-            wall = json.loads(metrics.read_text())["resources"]["wall_time_s"]
-            ends.append(metrics.stat().st_mtime)
-            starts.append(ends[-1] - float(wall))
-    return max(ends) - min(starts) if ends else math.nan
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("experiments/results/stability"))
@@ -387,20 +356,8 @@ def main() -> int:
     args.out.mkdir(parents=True, exist_ok=True)
     # PPO first: the longest jobs start first, so the two workers finish together.
     jobs = [job for grid in reversed(GRIDS) for job in jobs_of(grid)]
-    start, done, lock = time.monotonic(), 0, threading.Lock()
-
-    def run(job: Job) -> None:
-        nonlocal done
-        seconds = train(job, runs, args.overrides)
-        status = outcome_of(job, runs).status
-        with lock:
-            done += 1
-            print(f"[{done}/{len(jobs)}] {job.name}: {status}"
-                  + (f" ({seconds:.0f} s)" if seconds else " (already done)"), flush=True)
-
-    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        list(pool.map(run, jobs))
-    wall, span = time.monotonic() - start, training_span(jobs, runs)
+    wall = run_all([run_of(job, runs, args.overrides) for job in jobs], runs / "cache", args.jobs)
+    span = training_span([job.folder(runs) for job in jobs])
     outcomes = {job: outcome_of(job, runs) for job in jobs}
     broken = [o.job.name for o in outcomes.values() if o.status == "failed"]
     by_method = {grid.algo: cells_of(grid, outcomes) for grid in GRIDS}

@@ -27,6 +27,8 @@ its closing line."""
 def load_script(name: str):
     """The script ``<name>.py`` of experiments/ (or benchmarks/), imported as a module."""
     path = next(f / f"{name}.py" for f in SCRIPT_FOLDERS if (f / f"{name}.py").is_file())
+    if str(path.parent) not in sys.path:  # the script imports its siblings (run_pool, ...)
+        sys.path.insert(0, str(path.parent))
     spec = importlib.util.spec_from_file_location(name, path)
     script = importlib.util.module_from_spec(spec)
     sys.modules[name] = script  # dataclasses look their module up while the class is built
