@@ -28,6 +28,7 @@ from leash.config import (
     STRATEGIES,
     AlgoConfig,
     DPOConfig,
+    OnlineDPOConfig,
     PPOConfig,
     RewardConfig,
     TrainConfig,
@@ -156,6 +157,29 @@ HAND_WRITTEN = [
     case("algo=grpo", "algo.samples_per_prompt=1"),
     case("algo=ppo", "algo.advantage=rloo", "algo.samples_per_prompt=1"),
     case("algo=rloo", "algo.whiten_rewards=true"),  # only GAE reads per-token rewards
+    # On-policy and iterative DPO: the schedule, the reward source, a reference that can move.
+    case("algo=online_dpo", "algo.schedule=weekly"),
+    case("algo=iterative_dpo", "algo.reference_update=every_step"),
+    case("algo=online_dpo", "algo.reward=human"),
+    case("algo=dpo", "+algo.rounds=3"),  # an online field on offline DPO
+    case("algo=online_dpo", "+algo.advantage=rloo"),  # a PPO field on online DPO
+    case("algo=online_dpo", "data=hh_rlhf", "algo.reward=gold"),  # gold reward needs a task
+    case("algo=iterative_dpo", "algo.reward=gold", "data=hh_rlhf", key="algo.reward"),
+    case("algo=iterative_dpo", "algo.rounds=null"),
+    case("algo=iterative_dpo", "algo.max_steps=1000"),  # more steps than the rounds hold
+    case("algo=online_dpo", "algo.rounds=3"),  # an online round is one step
+    case("algo=online_dpo", "algo.steps_per_round=2"),
+    case("algo=online_dpo", "algo.reference_update=last_round"),
+    case("algo=online_dpo", "algo.reference=precomputed"),
+    case("algo=online_dpo", "algo.reference=adapter"),  # no LoRA policy
+    case("algo=iterative_dpo", "peft=lora", "algo.reference=adapter",
+         "algo.reference_update=last_round"),  # the adapter-disabled base cannot move
+    case("algo=iterative_dpo", "peft=lora", "algo.reference_update=last_round"),
+    case("algo=iterative_dpo", "algo.loss=simpo", "algo.reference_update=last_round"),
+    case("algo=online_dpo", "algo.reward=judge"),  # no judge: data.relabel_with is unset
+    case("algo=rloo", "data=hh_rlhf", "algo.reward=judge"),
+    case("algo=ppo", "data=hh_rlhf", "data.relabel_with=org/judge", "algo.reward=judge",
+         key="algo.critic_init"),  # ppo.yaml's critic starts from a learned reward model
 ]
 
 _BREAK = {"gt": lambda b: b, "ge": lambda b: b - 1, "lt": lambda b: b, "le": lambda b: b + 1}
@@ -183,12 +207,14 @@ def _bound_cases(
 
 
 ALGO_FIELDS = {spec.name for spec in dataclasses.fields(AlgoConfig)}
+DPO_FIELDS = {spec.name for spec in dataclasses.fields(DPOConfig)}
 FROM_SCHEMA = [
     *_bound_cases(TrainConfig, ""),
     *_bound_cases(AlgoConfig, "algo."),
     *_bound_cases(DPOConfig, "algo.", ("algo=dpo",), skip=ALGO_FIELDS),
     *_bound_cases(RewardConfig, "algo.", ("algo=reward",), skip=ALGO_FIELDS),
     *_bound_cases(PPOConfig, "algo.", ("algo=ppo",), skip=ALGO_FIELDS),
+    *_bound_cases(OnlineDPOConfig, "algo.", ("algo=iterative_dpo",), skip=DPO_FIELDS),
     *_bound_cases(TrainerConfig, "trainer.", sign="++"),  # ++: set whether conf/ has it or not
 ]
 INVALID = list(dict.fromkeys(HAND_WRITTEN + FROM_SCHEMA))
@@ -215,6 +241,14 @@ VALID = [
     ("algo=grpo", "algo.memory_mode=shared_lora", "peft=lora"),
     ("algo=reinforce", "algo.samples_per_prompt=1"),
     ("algo=ppo", "algo.advantage=grpo", "algo.samples_per_prompt=2", "algo.loss_type=dapo"),
+    ("algo=online_dpo", "algo.reward=gold", "algo.loss=ipo"),
+    ("algo=online_dpo", "data=hh_rlhf", "peft=lora", "algo.reference=adapter"),
+    ("algo=iterative_dpo", "algo.rounds=2", "algo.steps_per_round=5",
+     "algo.reference_update=last_round"),
+    ("algo=iterative_dpo", "debug=fast"),  # max_steps below the schedule's: stops early
+    ("algo=iterative_dpo", "algo.loss=simpo", "peft=lora", "algo.reference=adapter"),
+    ("algo=online_dpo", "data=hh_rlhf", "data.relabel_with=org/judge", "algo.reward=judge"),
+    ("algo=rloo", "data=hh_rlhf", "data.relabel_with=org/judge", "algo.reward=judge"),
 ]
 """Neighbours of the invalid values that `leash train` accepts."""
 

@@ -14,7 +14,9 @@ from leash.config.enums import (
     KLEstimator,
     LossType,
     MemoryMode,
+    OnlineSchedule,
     ReferenceMode,
+    ReferenceUpdate,
     RewardSource,
     Scheduler,
 )
@@ -98,7 +100,8 @@ class PPOConfig(AlgoConfig):
     advantage: AdvantageEstimator = AdvantageEstimator.gae
     """Advantage estimator: `gae` (critic), or critic-free `rloo`, `grpo`, `reinforce`."""
     reward: RewardSource = RewardSource.learned
-    """Score rollouts with the `learned` reward model (PPO) or the task's `gold` reward (PPO-GT)."""
+    """Score rollouts with the `learned` reward model (PPO), the task's `gold` reward (PPO-GT),
+    or the `judge` of synthetic-gold mode (`data.relabel_with`, the gold reward of real data)."""
     critic_init: CriticInit = CriticInit.reward
     """Initialise the critic from the reward model or from the policy (SFT) weights."""
     critic_lr: float = positive(1e-3)
@@ -149,6 +152,39 @@ class PPOConfig(AlgoConfig):
     """Policy-loss average over tokens: `bnpo` (PPO's), `dapo` (TRL GRPO's default) or `grpo`."""
 
 
+@dataclass
+class OnlineDPOConfig(DPOConfig):
+    """On-policy and iterative DPO: the DPO family's loss on pairs sampled from the current policy.
+
+    Every pair is two responses to one prompt, sampled from the policy at `temperature` and
+    ordered by `reward` (a tie is skipped and counted). `schedule=online`: each step samples
+    the pairs of its own batch of prompts and takes one optimizer step on them (a round of one
+    batch and one step). `schedule=iterative`: `rounds` rounds, each sampling a preference set
+    over every training prompt, then `steps_per_round` optimizer steps on it (each step trains
+    the pairs of its batch's prompts); `max_steps` is derived, rounds x steps_per_round, and a
+    lower value ends the run early (`debug=fast`). The loss fields are DPO's, and so is
+    `reference` (`precomputed` cannot hold for pairs sampled during training).
+    """
+
+    name: str = "online_dpo"
+    reward: RewardSource = RewardSource.learned
+    """Label pairs with the `learned` reward model (trained on the same pairs), the `gold`
+    reward of a built-in task, or the `judge` of synthetic-gold mode (`data.relabel_with`)."""
+    schedule: OnlineSchedule = OnlineSchedule.online
+    """`online`: new pairs every step from its batch; `iterative`: a preference set per round."""
+    rounds: int | None = positive(None)
+    """Rounds of `schedule=iterative` (None for `online`, whose round is one step)."""
+    steps_per_round: int = positive(1)
+    """Optimizer steps on each round's preference set (1 for `online`)."""
+    reference_update: ReferenceUpdate = ReferenceUpdate.fixed
+    """`fixed`: the reference is the SFT policy; `last_round`: each round starts with the
+    reference set to the policy (`schedule=iterative`, a frozen `copy` without peft)."""
+    temperature: float = positive(1.0)
+    """Sampling temperature of the pairs (the loss reads the policy itself, temperature 1)."""
+    max_new_tokens: int = positive(64)
+    """Longest sampled response (a built-in task uses its own response length limit)."""
+    sample_batch_size: int = positive(64)
+    """Prompts per generation call when an iterative round samples every training prompt."""
 
 
 ALGO_SCHEMAS: dict[str, type[AlgoConfig]] = {
@@ -168,6 +204,9 @@ ALGO_SCHEMAS: dict[str, type[AlgoConfig]] = {
     "rloo": PPOConfig,
     "grpo": PPOConfig,
     "reinforce": PPOConfig,
+    # DPO on pairs sampled from the current policy: every step, or a preference set per round.
+    "online_dpo": OnlineDPOConfig,
+    "iterative_dpo": OnlineDPOConfig,
 }
 
 
@@ -196,6 +235,14 @@ def optimizer_steps(algo: Any, iterations: int | None = None) -> int:
     """Optimizer steps in ``iterations`` training steps (default: the run's ``max_steps``): the
     Trainer's ``max_steps`` and the length of the learning-rate schedule."""
     return (algo.max_steps if iterations is None else iterations) * updates_per_step(algo)
+
+
+def round_steps(rounds: int | None, steps_per_round: int) -> int:
+    """Optimizer steps of an iterative DPO schedule: ``rounds x steps_per_round`` (its
+    ``max_steps``, derived in conf/algo/iterative_dpo.yaml)."""
+    if rounds is None:
+        raise ValueError("algo.rounds: schedule=iterative needs a number of rounds (>= 1)")
+    return rounds * steps_per_round
 
 
 def checkpoint_steps(algo: Any, every: int | None) -> int:

@@ -71,6 +71,7 @@ class ReferenceMode(str, Enum):
 class RewardSource(str, Enum):
     learned = "learned"
     gold = "gold"
+    judge = "judge"
 
 
 class CriticInit(str, Enum):
@@ -104,3 +105,17 @@ class LossType(str, Enum):
     bnpo = "bnpo"
     dapo = "dapo"
     grpo = "grpo"
+
+
+class OnlineSchedule(str, Enum):
+    """When on-policy DPO samples its pairs (``algo.schedule``)."""
+
+    online = "online"
+    iterative = "iterative"
+
+
+class ReferenceUpdate(str, Enum):
+    """Whether iterative DPO's reference stays the SFT policy or follows the last round's."""
+
+    fixed = "fixed"
+    last_round = "last_round"

@@ -8,7 +8,13 @@ from typing import Any
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, OmegaConf
 
-from leash.config.algo import ALGO_SCHEMAS, checkpoint_steps, lightning_clip, optimizer_steps
+from leash.config.algo import (
+    ALGO_SCHEMAS,
+    checkpoint_steps,
+    lightning_clip,
+    optimizer_steps,
+    round_steps,
+)
 from leash.config.data import DataConfig
 from leash.config.enums import UpstreamSeed
 from leash.config.fields import non_negative, positive, seed_field
@@ -119,6 +125,7 @@ def register_configs() -> None:
         ("leash.optimizer_steps", optimizer_steps),
         ("leash.checkpoint_steps", checkpoint_steps),
         ("leash.lightning_clip", lightning_clip),
+        ("leash.round_steps", round_steps),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

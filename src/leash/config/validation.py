@@ -17,13 +17,23 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from leash.config.algo import ALGO_SCHEMAS, DPOConfig, PPOConfig, needs_critic
+from leash.config.algo import (
+    ALGO_SCHEMAS,
+    DPOConfig,
+    OnlineDPOConfig,
+    PPOConfig,
+    needs_critic,
+    round_steps,
+)
 from leash.config.enums import (
     AdvantageEstimator,
     CriticInit,
     DataSource,
+    DPOLoss,
     MemoryMode,
+    OnlineSchedule,
     ReferenceMode,
+    ReferenceUpdate,
     RewardSource,
 )
 from leash.config.fields import ConfigError
@@ -155,6 +165,8 @@ def _check_cross_field(cfg: TrainConfig) -> list[str]:
         problems.append("algo.reference: `adapter` needs a LoRA policy; set peft=lora")
     if isinstance(cfg.algo, PPOConfig):
         problems += _check_ppo(cfg, cfg.algo)
+    if isinstance(cfg.algo, OnlineDPOConfig):
+        problems += _check_online_dpo(cfg, cfg.algo)
     return problems
 
 
@@ -168,10 +180,11 @@ def _check_critic(algo: PPOConfig) -> list[str]:
             "algo.critic_init: shared_lora's critic is an adapter on the SFT "
             "base; set algo.critic_init=policy"
         )
-    if algo.reward == RewardSource.gold and algo.critic_init == CriticInit.reward:
+    if algo.reward != RewardSource.learned and algo.critic_init == CriticInit.reward:
         problems.append(
-            "algo.critic_init: `reward` needs a learned reward model, which algo.reward=gold "
-            "does not train; set algo.critic_init=policy"
+            f"algo.critic_init: `reward` needs a learned reward model, which "
+            f"algo.reward={RewardSource(algo.reward).value} does not train; set "
+            f"algo.critic_init=policy"
         )
     return problems
 
@@ -198,18 +211,69 @@ def _check_estimator(algo: PPOConfig) -> list[str]:
     return problems
 
 
+def _check_reward_source(cfg: TrainConfig, algo: PPOConfig | OnlineDPOConfig) -> list[str]:
+    """The reward an online method samples against must exist for the data: the gold reward
+    of a built-in task, or the judge of synthetic-gold mode."""
+    source = RewardSource(algo.reward)
+    if source == RewardSource.gold and cfg.data.source != DataSource.task:
+        return ["algo.reward: `gold` needs a built-in task (data=exact or long)"]
+    if source == RewardSource.judge and not cfg.data.relabel_with:
+        return ["algo.reward: `judge` scores with the judge of synthetic-gold mode; set "
+                "data.relabel_with (a judge model)"]
+    return []
+
+
 def _check_ppo(cfg: TrainConfig, algo: PPOConfig) -> list[str]:
     """The online loop's rules across fields: the critic, the estimator, the gold reward,
     minibatch sizes."""
-    problems = _check_critic(algo) + _check_estimator(algo)
-    if algo.reward == RewardSource.gold and cfg.data.source != DataSource.task:
-        problems.append("algo.reward: `gold` needs a built-in task (data=exact or long)")
+    problems = _check_critic(algo) + _check_estimator(algo) + _check_reward_source(cfg, algo)
     rollouts = cfg.data.batch_size * algo.samples_per_prompt
     if rollouts % algo.num_minibatches:
         problems.append(
             f"algo.num_minibatches: must divide the rollout batch "
             f"(data.batch_size x algo.samples_per_prompt = {rollouts})"
         )
+    return problems
+
+
+def _check_schedule(algo: OnlineDPOConfig) -> list[str]:
+    """An online round is one batch and one step; an iterative schedule has its rounds, and
+    its `max_steps` (rounds x steps_per_round by default) may end it early, never late."""
+    if OnlineSchedule(algo.schedule) == OnlineSchedule.online:
+        problems = []
+        if algo.rounds is not None:
+            problems.append(f"algo.rounds: schedule=online samples every step (a round is one "
+                            f"step); set algo.schedule=iterative or algo.rounds=null, got "
+                            f"{algo.rounds}")
+        if algo.steps_per_round != 1:
+            problems.append(f"algo.steps_per_round: schedule=online takes one step on each "
+                            f"batch's pairs; must be 1, got {algo.steps_per_round}")
+        if algo.reference_update != ReferenceUpdate.fixed:
+            problems.append("algo.reference_update: `last_round` moves the reference between "
+                            "rounds; it needs algo.schedule=iterative")
+        return problems
+    if algo.rounds is None:
+        return ["algo.rounds: schedule=iterative needs a number of rounds (>= 1)"]
+    total = round_steps(algo.rounds, algo.steps_per_round)
+    if algo.max_steps > total:
+        return [f"algo.max_steps: the schedule has algo.rounds x algo.steps_per_round = {total} "
+                f"steps; got {algo.max_steps} (leave it derived, or lower it to stop early)"]
+    return []
+
+
+def _check_online_dpo(cfg: TrainConfig, algo: OnlineDPOConfig) -> list[str]:
+    """On-policy DPO's rules: the schedule, a reward source that exists, a live reference that
+    can move when asked to."""
+    problems = _check_schedule(algo) + _check_reward_source(cfg, algo)
+    if algo.reference == ReferenceMode.precomputed:
+        problems.append("algo.reference: `precomputed` log-probs belong to a fixed pair set; "
+                        "online pairs are new every round: use copy (or adapter with peft=lora)")
+    if algo.reference_update == ReferenceUpdate.last_round:
+        if DPOLoss(algo.loss) == DPOLoss.simpo:
+            problems.append("algo.reference_update: loss=simpo reads no reference; use `fixed`")
+        elif algo.reference != ReferenceMode.copy or cfg.peft.enabled:
+            problems.append("algo.reference_update: `last_round` copies the policy into the "
+                            "frozen reference, so it needs algo.reference=copy without peft")
     return problems
 
 

@@ -70,6 +70,12 @@ class FrozenCopy(Reference):
         """Stay in eval mode whatever the owner's mode is."""
         return super().train(False)
 
+    @torch.no_grad()
+    def follow(self, policy: torch.nn.Module) -> None:
+        """Copy the weights of ``policy`` (the same plain architecture, no adapters) into the
+        copy, which stays frozen: iterative DPO's ``reference_update=last_round``."""
+        self.model.load_state_dict(policy.state_dict())
+
 
 class DisabledAdapter(Reference):
     """The policy's own base network with its LoRA adapters disabled.

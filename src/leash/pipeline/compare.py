@@ -33,9 +33,10 @@ from leash.pipeline.overrides import route_by_prefix
 STAGES = ("sft", "reward", "ppo", "ppo_gt", "dpo")
 """Stage names, in order (the default run): each is also the `algo` option it runs."""
 
-OPTIONAL_STAGES = ("rloo", "grpo", "reinforce")
-"""Stages ``--stages`` may add (the online loop's critic-free estimators, scored by the learned
-reward model like ``ppo``); not run by default."""
+OPTIONAL_STAGES = ("rloo", "grpo", "reinforce", "online_dpo", "iterative_dpo")
+"""Stages ``--stages`` may add, not run by default: the online loop's critic-free estimators,
+and on-policy and iterative DPO (pairs sampled from the policy); all scored by the learned
+reward model like ``ppo``."""
 
 NEEDS_GOLD_REWARD = {"ppo_gt"}
 """Stages that only make sense on a built-in task (they score with its gold reward)."""

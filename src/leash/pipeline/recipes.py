@@ -19,13 +19,18 @@ from leash.checkpoints import resume_checkpoint
 from leash.config import (
     DPOConfig,
     DPOLoss,
+    OnlineDPOConfig,
+    OnlineSchedule,
     PPOConfig,
+    ReferenceUpdate,
     RewardConfig,
     RewardSource,
     SFTConfig,
     TrainConfig,
 )
+from leash.data.collate import PromptCollator
 from leash.data.datamodule import PreferenceDataModule
+from leash.data.types import PromptBatch
 from leash.evaluation.evaluator import EvalContext, PolicyEvaluator
 from leash.models.factory import (
     load_causal_lm,
@@ -35,8 +40,9 @@ from leash.models.factory import (
 )
 from leash.models.judge import Judge
 from leash.models.policy_critic import build_policy_critic
-from leash.models.reference import Reference, build_reference
+from leash.models.reference import OnDemand, Reference, build_reference
 from leash.modules.dpo import DPOModule, precompute_reference_logps
+from leash.modules.online_dpo import OnlineDPOModule
 from leash.modules.ppo import PPOModule
 from leash.modules.reward import RewardModelModule
 from leash.modules.sft import SFTModule
@@ -262,7 +268,8 @@ def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
         algo, cfg.model, cfg.peft, tokenizer, sft_path=sft_path, reward_model_path=reward_path
     )
     reward_fn = build_reward_fn(
-        algo, cfg.model, tokenizer, task=stages.task, reward_model_path=reward_path
+        algo, cfg.model, tokenizer, task=stages.task, reward_model_path=reward_path,
+        judge=cfg.data.relabel_with,
     )
     task = stages.task
     evaluator = build_evaluator(
@@ -290,12 +297,73 @@ def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
     write_artifacts(cfg, reference=sft_path, reward_model=str(reward_path), policy=str(run_policy))
 
 
+# ------------------------------------------------------------------- on-policy DPO family
+def training_prompts(datamodule: PreferenceDataModule) -> PromptBatch:
+    """Every deduplicated training prompt, left padded: what an iterative DPO round samples."""
+    datamodule.setup("fit")
+    return PromptCollator(datamodule.pad_id)(datamodule.prompts("train"))
+
+
+def run_online_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+    """On-policy or iterative DPO from the SFT policy, on the prompts of the shared preference
+    pairs; pairs are ordered by the learned reward model (trained, or found in the cache,
+    whenever ``algo.reward=learned``, as for PPO), the task's gold reward, or the judge of
+    synthetic-gold mode."""
+    algo: OnlineDPOConfig = cfg.algo
+    sft_path = stages.sft_policy()
+    tokenizer = load_tokenizer(sft_path, cfg.model)
+    reward_path = stages.reward_model() if algo.reward == RewardSource.learned else None
+    datamodule = PreferenceDataModule(
+        stages.preference_data(), tokenizer, "prompts", cfg.seed, stages.upstream_seed
+    )
+    policy = load_causal_lm(sft_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
+
+    def load_sft() -> torch.nn.Module:
+        return load_causal_lm(sft_path, cfg.model, tokenizer, trainable=False)
+
+    reference = build_reference(
+        algo.reference, load=load_sft, policy=policy, used_in_training=algo.loss != DPOLoss.simpo
+    )
+    reward_fn = build_reward_fn(
+        algo, cfg.model, tokenizer, task=stages.task, reward_model_path=reward_path,
+        judge=cfg.data.relabel_with,
+    )
+    moving = algo.reference_update == ReferenceUpdate.last_round  # the KL stays to SFT
+    evaluator = build_evaluator(
+        stages,
+        datamodule,
+        tokenizer,
+        OnDemand(load_sft) if moving else reference,
+        reward_fn.model if isinstance(reward_fn, LearnedReward) else proxy_reward_model(
+            stages, tokenizer
+        ),
+    )
+    iterative = algo.schedule == OnlineSchedule.iterative
+    task = stages.task
+    module = OnlineDPOModule(
+        policy,
+        reference,
+        reward_fn,
+        algo,
+        pad_token_id=tokenizer.pad_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        max_new_tokens=task.config.max_response_length if task is not None else None,
+        allowed_token_ids=allowed_tokens(stages),
+        round_prompts=training_prompts(datamodule) if iterative else None,
+        evaluator=evaluator,
+    )
+    trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
+    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
+    write_artifacts(cfg, reference=sft_path, reward_model=str(reward_path), policy=str(run_policy))
+
+
 Recipe = Callable[[TrainConfig, lightning.Trainer, Stages], None]
 RECIPES: dict[type, Recipe] = {
     SFTConfig: run_sft,
     DPOConfig: run_dpo,
     RewardConfig: run_reward,
     PPOConfig: run_ppo,
+    OnlineDPOConfig: run_online_dpo,
 }
 
 
