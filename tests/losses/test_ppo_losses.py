@@ -23,6 +23,7 @@ from leash.losses.ppo import (
     masked_mean,
     masked_var,
     masked_whiten,
+    penalise_missing_eos,
     shape_rewards,
 )
 
@@ -301,3 +302,11 @@ def test_adaptive_kl_controller_update(current_kl: float, expected: float) -> No
 def test_adaptive_kl_controller_rejects_a_non_positive_target() -> None:
     with pytest.raises(ValueError, match="target"):
         AdaptiveKLController(init_kl_coef=0.1, target=0.0, horizon=10000)
+
+
+def test_the_missing_eos_penalty_lowers_only_the_cut_responses():
+    scores = torch.tensor([1.0, 0.5, -2.0])
+    ended = torch.tensor([True, False, False])
+    # 1.0 ended: unchanged; 0.5 - 1.5 = -1.0; -2.0 - 1.5 = -3.5
+    assert torch.equal(penalise_missing_eos(scores, ended, 1.5), torch.tensor([1.0, -1.0, -3.5]))
+    assert penalise_missing_eos(scores, ended, None) is scores

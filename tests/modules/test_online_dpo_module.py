@@ -205,7 +205,8 @@ def test_an_online_step_samples_its_batch_and_trains_the_policy_only(task, check
 
 def test_a_step_whose_pairs_all_tie_trains_nothing(task, checkpoint):
     constant = lambda *inputs: torch.zeros(len(inputs[0]))  # noqa: E731
-    module = make_module(task, checkpoint, make_algo(max_steps=1), reward_fn=constant)
+    algo = make_algo(max_steps=1, missing_eos_penalty=None)
+    module = make_module(task, checkpoint, algo, reward_fn=constant)
     before = weights(module.policy)
     trainer = fit(module, prompt_loader(task))
     assert trainer.global_step == 1
@@ -213,6 +214,23 @@ def test_a_step_whose_pairs_all_tie_trains_nothing(task, checkpoint):
     assert trainer.callback_metrics["train/pairs/trained"] == 0
     assert "train/loss" not in trainer.callback_metrics
     assert same(weights(module.policy), before)  # zero gradients at AdamW's first step
+
+
+def test_a_response_cut_without_eos_loses_to_one_that_ended_at_equal_score(task, checkpoint):
+    eos, ended = task.tokenizer().eos_token_id, []
+
+    def constant(prompt_ids, prompt_mask, response_ids, response_mask):
+        ended.append(((response_ids == eos) & (response_mask > 0)).any(dim=1))
+        return torch.zeros(len(response_ids))
+
+    algo = make_algo(max_steps=1, missing_eos_penalty=1.0)
+    trainer = fit(make_module(task, checkpoint, algo, reward_fn=constant), prompt_loader(task))
+    (rows,) = ended
+    both_alike = int((rows[0::2] == rows[1::2]).sum())  # the two samples of a prompt, adjacent
+    metrics = trainer.callback_metrics
+    # Equal scores, so a pair exists exactly where one response ended and the other was cut.
+    assert metrics["train/pairs/ties"] == both_alike < len(rows) // 2
+    assert metrics["train/pairs/trained"] == len(rows) // 2 - both_alike
 
 
 def test_a_nan_score_stops_the_run_naming_the_step(task, checkpoint):

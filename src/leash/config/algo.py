@@ -185,6 +185,9 @@ class OnlineDPOConfig(DPOConfig):
     """Longest sampled response (a built-in task uses its own response length limit)."""
     sample_batch_size: int = positive(64)
     """Prompts per generation call when an iterative round samples every training prompt."""
+    missing_eos_penalty: float | None = 1.0
+    """Subtracted from the score of a sampled response cut without EOS before the pair is
+    ordered (PPO's penalty, so both loops rank responses by the same reward); None disables."""
 
 
 ALGO_SCHEMAS: dict[str, type[AlgoConfig]] = {

@@ -150,14 +150,22 @@ def shape_rewards(
     """
     real = mask > 0
     non_score_reward = torch.where(real, -kl_coef * kl, 0.0)
-    penalised_scores = scores
-    if missing_eos_penalty is not None:
-        penalised_scores = torch.where(eos_found, scores, scores - missing_eos_penalty)
+    penalised_scores = penalise_missing_eos(scores, eos_found, missing_eos_penalty)
     positions = torch.arange(mask.shape[1], device=mask.device)
     last_real = torch.where(real, positions, -1).amax(dim=1)  # (B,), -1 when the row is empty
     at_last = positions == last_real.unsqueeze(1)
     score_reward = torch.where(at_last, penalised_scores.unsqueeze(1), 0.0)
     return ShapedRewards(non_score_reward + score_reward, non_score_reward, penalised_scores)
+
+
+def penalise_missing_eos(
+    scores: torch.Tensor, eos_found: torch.Tensor, penalty: float | None
+) -> torch.Tensor:
+    """``scores - penalty`` for responses cut at the length limit without EOS (TRL's
+    ``missing_eos_penalty``), the scores unchanged where they ended or ``penalty`` is None."""
+    if penalty is None:
+        return scores
+    return torch.where(eos_found, scores, scores - penalty)
 
 
 # ------------------------------------------------------------------------------------------ GAE

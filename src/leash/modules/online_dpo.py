@@ -2,7 +2,8 @@
 
 Every pair is two responses to one prompt, sampled from the policy being trained with the PPO
 rollout sampler, scored by the run's reward (the learned reward model, a built-in task's gold
-reward, or on real data the judge of synthetic-gold mode) and ordered by that score
+reward, or on real data the judge of synthetic-gold mode), less ``algo.missing_eos_penalty``
+for a response cut without EOS (as PPO's), and ordered by that score
 (:func:`leash.rollout.pairs.label_pairs`; a tie is no pair, and is counted). The loss is
 :class:`~leash.modules.dpo.DPOModule`'s, computed the same way on the same layout (one
 concatenated forward, :func:`leash.losses.preference.preference_loss` with ``algo.loss``,
@@ -41,10 +42,10 @@ number generators, which sampling draws from, so a resumed run samples what the 
 one did. An iterative round's preference set and statistics travel in the checkpoint, and a
 moved reference is in the weights, so a run resumed mid-round trains on the same set.
 
-Metrics, beside DPO's (over the step's untied pairs): ``train/objective/scores`` (mean score of
-the round's sampled responses, PPO's name), ``train/pairs/ties``, ``train/pairs/tie_fraction``
-(ties per prompt), ``train/pairs/trained`` (pairs in this step), ``train/round``, and, on the
-steps that sample, ``time/generation_s``, ``time/scoring_s`` and
+Metrics, beside DPO's (over the step's untied pairs): ``train/objective/scores`` (mean
+penalised score of the round's sampled responses, PPO's name), ``train/pairs/ties``,
+``train/pairs/tie_fraction`` (ties per prompt), ``train/pairs/trained`` (pairs in this step),
+``train/round``, and, on the steps that sample, ``time/generation_s``, ``time/scoring_s`` and
 ``throughput/generation_tokens_per_s``.
 """
 
@@ -57,6 +58,7 @@ import torch
 from leash.config import OnlineDPOConfig, OnlineSchedule, ReferenceUpdate
 from leash.data.types import PreferenceBatch, PromptBatch
 from leash.evaluation.evaluator import PolicyEvaluator
+from leash.losses.ppo import penalise_missing_eos
 from leash.models.reference import FrozenCopy, Reference
 from leash.modules.dpo import DPOModule
 from leash.modules.guard import check_finite
@@ -230,7 +232,10 @@ class OnlineDPOModule(DPOModule):
                 allowed_token_ids=self.allowed_token_ids,
             )
         with stopwatch(self.device) as scoring:
-            scores = score(self.reward_fn, responses)
+            scores = penalise_missing_eos(
+                score(self.reward_fn, responses), responses.eos_found,
+                self.algo.missing_eos_penalty,
+            )
         check_finite(f"{self.guard_where()} (sampled pairs)", self._sum, scores=scores)
         labels = label_pairs(scores)
         pairs = pair_batch(responses, labels, prompt_index, self.pad_token_id)
