@@ -6,6 +6,7 @@ holds metrics.json is not trained again, so rerunning a study trains only what i
 
 from __future__ import annotations
 
+import argparse
 import json
 import math
 import subprocess
@@ -16,6 +17,19 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+
+
+def study_arguments(description: str, out: Path) -> tuple[argparse.Namespace, Path]:
+    """A study's command line (`--out`, `--runs`, `--jobs`, Hydra overrides for every run),
+    parsed, with `--out` created; and the run folders' root (default `<out>/runs`)."""
+    parser = argparse.ArgumentParser(description=description)
+    parser.add_argument("--out", type=Path, default=out)
+    parser.add_argument("--runs", type=Path, help="run folders (default: <out>/runs)")
+    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (1 thread each)")
+    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
+    args = parser.parse_args()
+    args.out.mkdir(parents=True, exist_ok=True)
+    return args, (args.runs or args.out / "runs").resolve()
 
 
 @dataclass(frozen=True)

@@ -28,7 +28,6 @@ trained again. Trailing arguments are Hydra overrides given to every run.
 
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 import math
@@ -42,7 +41,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from run_pool import Run, run_all, status_of, training_span  # noqa: E402
+from run_pool import Run, run_all, status_of, study_arguments, training_span  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -346,14 +345,7 @@ def summary(path: Path = RESULTS) -> str:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", type=Path, default=Path("experiments/results/stability"))
-    parser.add_argument("--runs", type=Path, help="run folders (default: <out>/runs)")
-    parser.add_argument("--jobs", type=int, default=2, help="runs at a time (1 thread each)")
-    parser.add_argument("overrides", nargs="*", help="Hydra overrides for every run")
-    args = parser.parse_args()
-    runs = (args.runs or args.out / "runs").resolve()
-    args.out.mkdir(parents=True, exist_ok=True)
+    args, runs = study_arguments(__doc__.splitlines()[0], Path("experiments/results/stability"))
     # PPO first: the longest jobs start first, so the two workers finish together.
     jobs = [job for grid in reversed(GRIDS) for job in jobs_of(grid)]
     wall = run_all([run_of(job, runs, args.overrides) for job in jobs], runs / "cache", args.jobs)
