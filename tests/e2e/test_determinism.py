@@ -21,6 +21,11 @@ RUNS = {
     "ppo": ("algo=ppo", "algo.max_steps=3", "algo.ppo_epochs=1",
             'upstream.reward=["algo.max_steps=6"]'),
     "ppo_gt": ("algo=ppo_gt", "algo.max_steps=3", "algo.ppo_epochs=1"),
+    "rloo": ("algo=rloo", "algo.reward=gold", "algo.max_steps=3", "algo.ppo_epochs=1"),
+    "grpo": ("algo=grpo", "algo.reward=gold", "algo.max_steps=3", "algo.ppo_epochs=1"),
+    "online_dpo": ("algo=online_dpo", "algo.reward=gold", "algo.max_steps=6"),
+    "iterative_dpo": ("algo=iterative_dpo", "algo.reward=gold", "algo.rounds=2",
+                      "algo.steps_per_round=3"),
 }
 MEASURES_THE_PROCESS = ("time", "per_s", "memory", "mfu", "resources/")
 

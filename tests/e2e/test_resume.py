@@ -38,6 +38,14 @@ RUNS = {  # algorithm -> overrides, kill points (optimizer steps)
     # 8 iterations of 2 x 2 optimizer steps; a checkpoint every 2 iterations.
     "ppo_gt": (("algo=ppo_gt", "algo.max_steps=8", "algo.ppo_epochs=2", "algo.num_minibatches=2",
                 "trainer.val_check_interval=4", "checkpoint_every=2"), (20,)),
+    # REINFORCE's moving baseline is state the checkpoint must carry.
+    "reinforce": (("algo=reinforce", "algo.reward=gold", "algo.max_steps=8", "algo.ppo_epochs=2",
+                   "algo.num_minibatches=2", "trainer.val_check_interval=4",
+                   "checkpoint_every=2"), (20,)),
+    # Two rounds of 6 steps: killed inside the second round, whose sampled set must come back.
+    "iterative_dpo": (("algo=iterative_dpo", "algo.reward=gold", "algo.rounds=2",
+                       "algo.steps_per_round=6", "trainer.val_check_interval=6",
+                       "checkpoint_every=4"), (10,)),
 }
 UNSTABLE = ("time", "per_s", "memory", "mfu", "resources/")
 """Metric names that measure the process, not the training (a resumed process runs less)."""
