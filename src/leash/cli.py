@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -45,13 +46,35 @@ def _instantiate_group(group: DictConfig | None) -> list:
     return [hydra.utils.instantiate(node) for node in group.values() if node is not None]
 
 
-def _log_through_hydra_only() -> None:
-    """Lightning attaches its own console handlers; Hydra's root handler already prints (and
-    writes the job's log file), so drop Lightning's to avoid every line appearing twice."""
-    for name in ("lightning.pytorch", "lightning.fabric"):
+NOISE = ("💡 Tip:", "`weights_only` was not set")
+"""Starts of third-party log messages a leash run drops: Lightning's advertisements, and its
+notice on loading leash's own resume checkpoints (trusted files, written by this run)."""
+
+
+class _DropNoise(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(NOISE)
+
+
+def _calm_console() -> None:
+    """One line per message and no third-party noise. Lightning attaches console handlers of its
+    own; Hydra's root handler already prints (and writes the job's log file), so Lightning's are
+    dropped, else every line appears twice. Lightning's tips, the warnings about a frozen
+    reference in eval mode (by design) and a deprecation inside Lightning go; so do the progress
+    bars of loading and saving local weights and data sets (a fraction of a second each)."""
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric"):
         logger = logging.getLogger(name)
         logger.handlers.clear()
         logger.propagate = True
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_DropNoise())
+    warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
+    warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    import datasets
+    import transformers
+
+    transformers.utils.logging.disable_progress_bar()
+    datasets.disable_progress_bars()
 
 
 def _fail(error: Exception, code: int) -> NoReturn:
@@ -98,7 +121,7 @@ def _train(cfg: DictConfig, typed: TrainConfig) -> None:
     from leash.pipeline.recipes import run_recipe
     from leash.runtime import set_threads
 
-    _log_through_hydra_only()
+    _calm_console()
     set_threads(typed.threads)
     with finishing_wandb():  # the W&B run is closed even when the job raises
         lightning.seed_everything(typed.seed, workers=True)

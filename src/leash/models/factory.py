@@ -7,6 +7,8 @@ optionally wrapped in a LoRA adapter. Frozen roles are put in eval mode with gra
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from peft import LoraConfig, PeftModel, TaskType, get_peft_model
 from transformers import (
@@ -16,8 +18,11 @@ from transformers import (
     PreTrainedModel,
     PreTrainedTokenizerBase,
 )
+from transformers.utils import logging as transformers_logging
 
 from leash.config import DType, ModelConfig, PeftConfig
+
+log = logging.getLogger(__name__)
 
 _TORCH_DTYPES = {
     DType.float32: torch.float32,
@@ -65,12 +70,28 @@ def load_scalar_model(
 ) -> PreTrainedModel | PeftModel:
     """A sequence model with one scalar output (reward model or critic), read at the last token.
 
-    Loading a causal-LM checkpoint this way keeps the transformer and initialises a fresh
-    scalar head (transformers logs which weights are new).
+    Loading a causal-LM checkpoint this way keeps the transformer and initialises a fresh scalar
+    head, by design: that is one info line. transformers' own load report is silenced; any
+    other weight that is missing, unexpected or of the wrong shape is a warning naming it.
     """
-    model = AutoModelForSequenceClassification.from_pretrained(
-        path, num_labels=1, **_load_kwargs(cfg)
-    )
+    verbosity = transformers_logging.get_verbosity()
+    transformers_logging.set_verbosity_error()
+    try:
+        model, loading = AutoModelForSequenceClassification.from_pretrained(
+            path, num_labels=1, output_loading_info=True, **_load_kwargs(cfg)
+        )
+    finally:
+        transformers_logging.set_verbosity(verbosity)
+    new_head = {key for key in loading["missing_keys"] if key.split(".")[0] == "score"}
+    if new_head:
+        log.info("%s: scalar head %s initialised fresh", path, ", ".join(sorted(new_head)))
+    others = {
+        kind: sorted(keys - new_head if kind == "missing_keys" else keys)
+        for kind, keys in loading.items() if kind != "error_msgs"
+    }  # fmt: skip
+    if any(others.values()):
+        log.warning("%s: loading it as a scalar model: %s", path,
+                    "; ".join(f"{kind} {keys}" for kind, keys in others.items() if keys))
     return _prepare(model, cfg, tokenizer, trainable, peft, TaskType.SEQ_CLS)
 
 
