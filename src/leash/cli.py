@@ -70,6 +70,8 @@ def _calm_console() -> None:
         handler.addFilter(_DropNoise())
     warnings.filterwarnings("ignore", message=r"Found \d+ module\(s\) in eval mode")
     warnings.filterwarnings("ignore", message=r"`isinstance\(treespec, LeafSpec\)` is deprecated")
+    # PPO's epoch is one batch of prompts but many optimizer steps, which is what is logged.
+    warnings.filterwarnings("ignore", message=r"The number of training batches \(\d+\) is smaller")
     import datasets
     import transformers
 
