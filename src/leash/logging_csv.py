@@ -5,12 +5,17 @@ history before the kill. This writer keeps the file of a run that resumes, count
 cuts it back to the rows that were on disk at the checkpoint (the count that
 :class:`leash.callbacks.resume.ResumeCheckpoint` records): the steps after the checkpoint are
 trained again and logged once, and the file ends holding every step exactly once.
+
+Every row also carries :data:`ELAPSED_COLUMN`, the wall time since the logger started, so a
+report can draw training curves against time as well as against the step; a resumed run
+continues from the last kept row's value (the time lost to the kill is not counted).
 """
 
 from __future__ import annotations
 
 import csv
 import os
+import time
 from pathlib import Path
 
 from lightning.pytorch.loggers import CSVLogger
@@ -20,6 +25,9 @@ from lightning.pytorch.loggers.logger import rank_zero_experiment
 from leash.atomic import atomic_path
 from leash.checkpoints import resume_checkpoint
 
+ELAPSED_COLUMN = "time/elapsed_s"
+"""Seconds of wall time from the logger's start to the row; a resumed run continues the count."""
+
 
 class _ContinuingWriter(ExperimentWriter):
     """A metrics writer that keeps an existing ``metrics.csv`` and knows how many rows it has."""
@@ -28,13 +36,20 @@ class _ContinuingWriter(ExperimentWriter):
         self.keep = keep  # read by _check_log_dir_exists, which the base __init__ calls
         super().__init__(log_dir)
         self.rows_written = 0
+        self.started = time.monotonic()
+        self.elapsed_before = 0.0
         if keep and os.path.isfile(self.metrics_file_path):
             self.metrics_keys, rows = _read_rows(self.metrics_file_path)
             self.rows_written = len(rows)
+            self.elapsed_before = _last_elapsed(rows)
 
     def _check_log_dir_exists(self) -> None:
         if not self.keep:  # a fresh run: Lightning's warning and cleanup
             super()._check_log_dir_exists()
+
+    def log_metrics(self, metrics_dict: dict[str, float], step: int | None = None) -> None:
+        elapsed = self.elapsed_before + time.monotonic() - self.started
+        super().log_metrics({**metrics_dict, ELAPSED_COLUMN: elapsed}, step)
 
     def save(self) -> None:
         self.rows_written += len(self.metrics)
@@ -48,6 +63,8 @@ class _ContinuingWriter(ExperimentWriter):
         with atomic_path(Path(self.metrics_file_path)) as tmp:
             _write_rows(tmp, fieldnames, rows[:count])
         self.rows_written = min(count, len(rows))
+        self.elapsed_before = _last_elapsed(rows[:count])
+        self.started = time.monotonic()
 
 
 def _read_rows(path: str) -> tuple[list[str], list[dict[str, str]]]:
@@ -55,6 +72,12 @@ def _read_rows(path: str) -> tuple[list[str], list[dict[str, str]]]:
     with open(path, newline="") as file:
         reader = csv.DictReader(file)
         return list(reader.fieldnames or []), list(reader)
+
+
+def _last_elapsed(rows: list[dict[str, str]]) -> float:
+    """The last :data:`ELAPSED_COLUMN` value among ``rows`` (0 when none has one)."""
+    values = [row[ELAPSED_COLUMN] for row in rows if row.get(ELAPSED_COLUMN)]
+    return float(values[-1]) if values else 0.0
 
 
 def _write_rows(path: Path, fieldnames: list[str], rows: list[dict[str, str]]) -> None:

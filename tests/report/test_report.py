@@ -271,7 +271,8 @@ def test_main_prints_and_writes(multirun: Path, tmp_path: Path, capsys) -> None:
     assert main([str(multirun), "--out", str(out)]) == 0
     printed = capsys.readouterr().out
     assert "dpo-exact beta=0.3" in printed and "failed" in printed
-    assert f"wrote {out / 'report.md'}" in printed
+    assert "wrote report.md, results.csv, results.json" in printed and f"to {out}" in printed
+    assert max(len(line) for line in printed.splitlines()) <= 100  # wide columns: files only
     for name in ("report.md", "results.csv", "results.json", "frontier.png", "cost.png"):
         assert (out / name).is_file(), name
     assert is_png(out / "frontier.png") and is_png(out / "cost.png")

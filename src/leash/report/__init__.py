@@ -1,4 +1,5 @@
-"""Reports over run folders: the comparison table, its files and the reward-KL figure."""
+"""Reports over run folders: the comparison table, its files, the figures (reward-KL frontier,
+costs, training curves) and report.html, all of it on one self-contained page."""
 
 from __future__ import annotations
 

@@ -20,6 +20,9 @@ from leash.report.runs import FINISHED, FrontierCurve, RunRecord
 from leash.report.seeds import Method, methods_over_seeds, spread
 from leash.report.table import MIB
 
+DPI = 150
+"""Pixels per inch of every PNG figure."""
+
 # Share of the plotted KL range left of the leftmost point, so no marker is cut in half.
 _LEFT_MARGIN = 0.04
 
@@ -115,11 +118,11 @@ def points_above_frontier(runs: list[RunRecord], tolerance: float = 1e-4) -> lis
     return flagged
 
 
-def _save(figure: Figure, path: Path) -> None:
+def save_figure(figure: Figure, path: Path) -> None:
     """Render ``figure`` to PNG at ``path`` via a temporary file and a rename."""
     FigureCanvasAgg(figure)
     with atomic_path(path) as tmp:
-        figure.savefig(tmp, format="png", dpi=150, bbox_inches="tight")
+        figure.savefig(tmp, format="png", dpi=DPI, bbox_inches="tight")
 
 
 def _visible(curve: FrontierCurve, kl_max: float) -> tuple[list[float], list[float]]:
@@ -223,7 +226,7 @@ def plot_frontier(runs: list[RunRecord], path: Path) -> PlotFile | None:
     axes.set_title("Reward vs KL to the reference")
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="lower right")
-    _save(figure, path)
+    save_figure(figure, path)
     what = ("(eval/exact_kl, eval/exact_gold_reward) of each finished run (hollow: eval/kl, "
             "eval/gold_reward when the exact metrics are absent)"
             if score == "eval/exact_gold_reward" else f"(eval/kl, {score}) of each finished run")
@@ -253,7 +256,7 @@ def plot_costs(runs: list[RunRecord], path: Path) -> PlotFile | None:
         axes.grid(axis="x", alpha=0.3)
     kinds = sorted({str(run.resources.get("peak_memory_kind")) for run in measured})
     figure.suptitle(f"What each run costs (memory: {', '.join(kinds)})")
-    _save(figure, path)
+    save_figure(figure, path)
     source = (
         f"`{path.name}`: resources.peak_memory_bytes and resources.tokens_per_s of each "
         "finished run"

@@ -16,6 +16,7 @@ import csv
 import io
 import math
 import re
+from collections.abc import Collection
 from dataclasses import dataclass
 
 import numpy as np
@@ -135,7 +136,7 @@ def method_figures(method: Method) -> dict[str, Spread]:
     return figures
 
 
-def _method_cells(methods: list[Method]) -> tuple[list[Column], list[list[str]]]:
+def method_cells(methods: list[Method]) -> tuple[list[Column], list[list[str]]]:
     """The numeric columns some method has, and each method's cells in them (``mean ± ci``)."""
     tables = [method_figures(method) for method in methods]
     columns = [c for c in numeric_columns() if any(c.header in t for t in tables)]
@@ -145,7 +146,7 @@ def _method_cells(methods: list[Method]) -> tuple[list[Column], list[list[str]]]
 
 def methods_markdown(methods: list[Method]) -> str:
     """One row per method: its seeds and every figure as ``mean ± 95% half-width``."""
-    columns, rows = _method_cells(methods)
+    columns, rows = method_cells(methods)
     lines = [
         "| method | seeds | " + " | ".join(c.header for c in columns) + " |",
         "| --- | --- | " + " | ".join("---:" for _ in columns) + " |",
@@ -174,14 +175,16 @@ def methods_csv(methods: list[Method]) -> str:
     return buffer.getvalue()
 
 
-def methods_rich(methods: list[Method]) -> Table:
-    """The per-method table for the console."""
-    columns, rows = _method_cells(methods)
+def methods_rich(methods: list[Method], names: Collection[str] | None = None) -> Table:
+    """The per-method table for the console (``method``, ``seeds`` and the figures named in
+    ``names``, else all)."""
+    columns, rows = method_cells(methods)
+    shown = [i for i, c in enumerate(columns) if names is None or c.name in names]
     table = Table(title=SEEDS_TITLE, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    for header in ["method", "seeds", *(c.header for c in columns)]:
+    for header in ["method", "seeds", *(columns[i].header for i in shown)]:
         table.add_column(header, justify="left" if header in ("method", "seeds") else "right")
     for method, cells in zip(methods, rows, strict=True):
-        table.add_row(Text(method.name), ",".join(method.seeds), *cells)
+        table.add_row(Text(method.name), ",".join(method.seeds), *(cells[i] for i in shown))
     return table
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -292,10 +292,11 @@ def to_json(runs: list[RunRecord]) -> str:
     return json.dumps(payload, indent=2, default=str)
 
 
-def to_rich(runs: list[RunRecord], title: str = "") -> Table:
-    """The table for the console; failed rows in red."""
+def to_rich(runs: list[RunRecord], title: str = "", names: Collection[str] | None = None) -> Table:
+    """The table for the console (the columns named in ``names``, else all); failed rows in
+    red."""
     table = Table(title=title or None, box=box.SIMPLE_HEAD, pad_edge=False, collapse_padding=True)
-    columns = shown_columns(runs)
+    columns = [c for c in shown_columns(runs) if names is None or c.name in names]
     for column in columns:
         table.add_column(column.header, justify="left" if column.fmt == "" else "right")
     for run in runs:
