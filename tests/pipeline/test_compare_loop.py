@@ -11,7 +11,7 @@ from leash.pipeline.compare import StageResult
 def test_seeds_run_every_stage_once_per_seed_in_its_folder(tmp_path, monkeypatch):
     calls = []
 
-    def fake_stage(stage: str, overrides: list[str], run_dir: Path) -> StageResult:
+    def fake_stage(stage: str, overrides: list[str], run_dir: Path, *live) -> StageResult:
         calls.append((stage, overrides, run_dir))
         return StageResult(stage, run_dir, 0.0, ok=True)
 
@@ -34,7 +34,7 @@ def test_seeds_run_every_stage_once_per_seed_in_its_folder(tmp_path, monkeypatch
 def test_critic_free_stages_run_only_when_asked_for(tmp_path, monkeypatch):
     calls = []
 
-    def fake_stage(stage: str, overrides: list[str], run_dir: Path) -> StageResult:
+    def fake_stage(stage: str, overrides: list[str], run_dir: Path, *live) -> StageResult:
         calls.append((stage, overrides))
         return StageResult(stage, run_dir, 0.0, ok=True)
 

@@ -20,12 +20,16 @@ import argparse
 import os
 import sys
 import time
+from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
 from rich.console import Console
+from rich.live import Live
 
+from leash.pipeline.board import LOG_FILE, StageBoard, StageRow
 from leash.pipeline.compose import compose_train
 from leash.pipeline.launcher import run_train
 from leash.pipeline.overrides import route_by_prefix
@@ -59,10 +63,13 @@ def _uses_task_data(overrides: list[str]) -> bool:
     return compose_train(overrides).data.source == "task"
 
 
-def run_stage(stage: str, overrides: list[str], run_dir: Path) -> StageResult:
-    """``leash train algo=<stage> ...`` in a child process, its output streamed live."""
+def run_stage(stage: str, overrides: list[str], run_dir: Path, quiet: bool = False,
+              while_running: Callable[[], None] | None = None) -> StageResult:
+    """``leash train algo=<stage> ...`` in a child process; its output streams live, or with
+    ``quiet`` goes to ``<run>/console.log``."""
     started = time.perf_counter()
-    child = run_train([f"algo={stage}", *overrides], run_dir)
+    log_file = run_dir / LOG_FILE if quiet else None
+    child = run_train([f"algo={stage}", *overrides], run_dir, log_file, while_running)
     return StageResult(stage, run_dir, time.perf_counter() - started, child.code == 0)
 
 
@@ -80,6 +87,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of every stage (default: $OMP_NUM_THREADS when set, "
                         "else the CPUs this process may use); a `threads=` override wins")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="stream every stage's own log (default: a live view of the "
+                        "stages; each stage's log is in <run>/console.log)")
     parser.add_argument("overrides", nargs="*",
                         help="Hydra overrides for every stage, or <stage>.<key>=value for one; "
                         "seeds=[0,1,2] runs every stage once per seed")
@@ -152,37 +162,62 @@ def main(argv: list[str]) -> int:
     runs = [(stage, None) for stage in stages] if seeds is None else [
         (stage, seed) for seed in seeds for stage in stages
     ]
-    results = _run_stages(console, runs, routed, folder)
+    results = _run_stages(console, runs, routed, folder, args.verbose)
     console.rule("[bold]leash compare[/]: results")
     from leash.report.main import main as report_main
 
     report_main([str(folder)])
-    for result in results:
-        console.print(f"  {result.stage:<7} {result.seconds:6.0f} s  {result.run_dir}",
-                      markup=False)
     _log_summary_to_wandb(folder, overrides)
     return 0 if all(r.ok for r in results) else 1
 
 
 def _run_stages(
     console: Console, runs: list[tuple[str, int | None]], routed: dict[str, list[str]],
-    folder: Path,
+    folder: Path, verbose: bool,
 ) -> list[StageResult]:
-    """Run each (stage, seed) in order, in its folder, saying how each one ended."""
+    """Run each (stage, seed) in order, in its folder. A terminal shows a live board of the
+    stages; a pipe gets a line per stage as it ends; ``verbose`` streams every stage's log."""
+    rows = [StageRow(stage if seed is None else f"{stage}, seed {seed}",
+                     folder / stage if seed is None else folder / f"seed_{seed}" / stage)
+            for stage, seed in runs]
+    board = StageBoard(rows, f"leash compare: {len(runs)} stages in {folder}")
+    live = Live(board, console=console, auto_refresh=False) if console.is_terminal else None
+    if verbose or live is None:
+        console.print(board.title, style="bold", markup=False)
     results = []
-    for number, (stage, seed) in enumerate(runs, start=1):
-        where = stage if seed is None else f"{stage}, seed {seed}"
-        console.rule(f"[bold]leash compare[/] stage {number}/{len(runs)}: {where}")
-        stage_overrides = [*STAGE_DEFAULTS.get(stage, []), *routed[stage]]
-        if seed is None:
-            result = run_stage(stage, stage_overrides, folder / stage)
-        else:
-            run_dir = folder / f"seed_{seed}" / stage
-            result = run_stage(stage, [*stage_overrides, f"seed={seed}"], run_dir)
-        results.append(result)
-        verdict = "[green]finished[/]" if result.ok else "[red]failed[/]"
-        console.print(f"stage {where} {verdict} in {result.seconds:.0f} s")
+    with live if live is not None and not verbose else nullcontext():
+        for (stage, seed), row in zip(runs, rows, strict=True):
+            if verbose:
+                console.rule(f"[bold]leash compare[/]: {row.label}")
+            board.start(row)
+            overrides = [*STAGE_DEFAULTS.get(stage, []), *routed[stage]]
+            overrides += [] if seed is None else [f"seed={seed}"]
+            redraw = live.refresh if live is not None and not verbose else None
+            result = run_stage(stage, overrides, row.run_dir, not verbose, redraw)
+            board.finish(row, result.ok, result.seconds)
+            results.append(result)
+            if redraw is None:
+                console.print(*board.cells(row))
+            else:
+                redraw()
+    if not verbose:
+        _show_failures(console, rows)
     return results
+
+
+FAILED_LOG_LINES = 15
+"""Lines of a failed stage's log the board prints below itself."""
+
+
+def _show_failures(console: Console, rows: list[StageRow]) -> None:
+    """The end of each failed stage's log, and where the whole of it is."""
+    for row in rows:
+        if row.state != "failed":
+            continue
+        log_file = row.run_dir / LOG_FILE
+        lines = log_file.read_text(errors="replace").splitlines() if log_file.exists() else []
+        console.rule(f"[red]{row.label} failed[/]: the end of {log_file}")
+        console.print("\n".join(lines[-FAILED_LOG_LINES:]), markup=False, highlight=False)
 
 
 def _log_summary_to_wandb(folder: Path, overrides: list[str]) -> None:

@@ -5,9 +5,10 @@ measurement that is the stage's own. A child dies with its parent (on Linux, thr
 parent-death signal), so a killed ``leash train`` or ``leash compare`` never leaves a stage
 training on in its folder; the rerun resumes that stage from its last checkpoint.
 
-A child's output streams through live. When ``leash train`` ends on an expected error (a config
-or data error, a non-finite quantity) it also leaves the message in ``<run>/error.txt``
-(:func:`write_error`), so that a parent can say it again as its own (:class:`StageFailed`).
+A child's output streams through live, or goes to a log file while the parent draws its own
+view. When ``leash train`` ends on an expected error (a config or data error, a non-finite
+quantity) it also leaves the message in ``<run>/error.txt`` (:func:`write_error`), so that a
+parent can say it again as its own (:class:`StageFailed`).
 """
 
 from __future__ import annotations
@@ -17,9 +18,11 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from leash.atomic import write_text_atomic
 
@@ -69,15 +72,50 @@ def die_with(parent_pid: int) -> Callable[[], None] | None:
     return set_parent_death_signal
 
 
-def run_train(overrides: Sequence[str], run_dir: Path) -> ChildExit:
-    """Run one ``leash train`` child to the end, its output streamed live; how it ended."""
+def run_train(
+    overrides: Sequence[str], run_dir: Path, log_file: Path | None = None,
+    while_running: Callable[[], None] | None = None,
+) -> ChildExit:
+    """Run one ``leash train`` child to the end; how it ended.
+
+    Its output streams live, or with ``log_file`` goes to that file (stdout and stderr, in
+    order); ``while_running`` is called every :data:`POLL_S` seconds until the child exits (a
+    parent's live view)."""
     error_file = Path(run_dir) / ERROR_FILE
     error_file.unlink(missing_ok=True)  # a message left by an earlier attempt is not this one's
     command = train_command(overrides, run_dir)
-    code = subprocess.run(command, check=False, preexec_fn=die_with(os.getpid())).returncode
+    with _output(log_file) as out:
+        child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None,
+                                 preexec_fn=die_with(os.getpid()))
+        code = _wait(child, while_running)
     code = code if code >= 0 else 128 - code  # killed by a signal: 128 + its number
     error = error_file.read_text().strip() if code and error_file.exists() else None
     return ChildExit(code, error)
+
+
+POLL_S = 0.25
+"""Seconds between two calls of a running child's ``while_running``."""
+
+
+@contextmanager
+def _output(log_file: Path | None) -> Iterator[IO[bytes] | None]:
+    """The open log file a child writes to (appending: a resumed stage keeps its first log),
+    or None for the parent's own terminal."""
+    if log_file is None:
+        yield None
+        return
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    with log_file.open("ab") as handle:
+        yield handle
+
+
+def _wait(child: subprocess.Popen, while_running: Callable[[], None] | None) -> int:
+    """The child's exit status, calling ``while_running`` while it runs."""
+    while True:
+        try:
+            return child.wait(timeout=POLL_S if while_running else None)
+        except subprocess.TimeoutExpired:
+            while_running()
 
 
 def write_error(run_dir: str | Path, message: str) -> None:
