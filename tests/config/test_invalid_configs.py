@@ -57,6 +57,10 @@ HAND_WRITTEN = [
     case("algo=ppo", "+algo.loss=sigmoid"),
     case("algo=reward", "+algo.beta=0.1"),
     case("algo.bogus=1"),
+    # The support matrix (leash.config.support): every cell is in tests/config/test_support_matrix.py.
+    case("trainer=fsdp", key="trainer.strategy"),
+    case("algo=ppo", "trainer=fsdp", key="trainer.strategy"),
+    case("trainer=deepspeed_zero2", "trainer.accelerator=cpu", key="trainer.accelerator"),
     case("+model.foo=1"),
     case("+model.tiny.foo=1"),
     case("+data.foo=1"),
@@ -180,6 +184,9 @@ HAND_WRITTEN = [
     case("algo=rloo", "data=hh_rlhf", "algo.reward=judge"),
     case("algo=ppo", "data=hh_rlhf", "data.relabel_with=org/judge", "algo.reward=judge",
          key="algo.critic_init"),  # ppo.yaml's critic starts from a learned reward model
+    # Pushing to the Hub: a repository to push to, spelt as the Hub allows.
+    case("hub.push=true", key="hub.repo_id"),
+    case("hub.repo_id=me/x/y"),
 ]
 
 _BREAK = {"gt": lambda b: b, "ge": lambda b: b - 1, "lt": lambda b: b, "le": lambda b: b + 1}
@@ -230,7 +237,7 @@ VALID = [
     ),
     ("debug=fast", "trainer.limit_val_batches=2.0", "+trainer.strategy=ddp_spawn"),
     ("trainer=ddp_cpu", "trainer.strategy=DDP", "trainer.deterministic=warn"),
-    ("trainer=fsdp", "eval.enabled=false", "logger=none"),
+    ("trainer=deepspeed_zero2", "eval.enabled=false", "logger=none"),
     ("upstream.sft_policy=org/name", "upstream.reward_model=./reward_model"),
     ("model=gpt2", "model.tokenizer=org/tokenizer"),
     ("data=files", "data.path=pairs-*.jsonl"),
@@ -249,6 +256,7 @@ VALID = [
     ("algo=iterative_dpo", "algo.loss=simpo", "peft=lora", "algo.reference=adapter"),
     ("algo=online_dpo", "data=hh_rlhf", "data.relabel_with=org/judge", "algo.reward=judge"),
     ("algo=rloo", "data=hh_rlhf", "data.relabel_with=org/judge", "algo.reward=judge"),
+    ("hub.push=true", "hub.repo_id=me/leash-dpo_0.3", "hub.revision=beta"),
 ]
 """Neighbours of the invalid values that `leash train` accepts."""
 

@@ -45,6 +45,7 @@ def test_ppo_with_the_learned_reward_model_reports_the_ppo_vocabulary(isolated_r
     assert set(metrics["resources"]["roles"]) == {"policy", "reference", "reward", "critic"}
     for role in metrics["resources"]["roles"].values():
         assert role["parameters"] > 0
+    assert "| `algo.kl_coef` |" in (isolated_run / "ppo/policy/README.md").read_text()
 
 
 def test_shared_lora_holds_less_memory_than_separate_models(isolated_run):

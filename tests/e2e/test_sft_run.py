@@ -31,6 +31,7 @@ def test_sft_leaves_a_hugging_face_checkpoint_and_metrics(isolated_run):
     tokenizer = AutoTokenizer.from_pretrained(policy)
     ids = tokenizer("topic0 ctx0 ctx1", return_tensors="pt").input_ids
     assert model(ids).logits.shape[-1] == len(tokenizer)
+    assert "leash train algo=sft debug=fast\n" in (policy / "README.md").read_text()
 
     metrics = json.loads((run_dir / "metrics.json").read_text())
     resources = metrics["resources"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +20,7 @@ from leash.config.data import DataConfig
 from leash.config.enums import UpstreamSeed
 from leash.config.fields import non_negative, positive, seed_field
 from leash.config.model import ModelConfig, PeftConfig
+from leash.config.support import deepspeed_clip
 
 
 @dataclass
@@ -79,6 +81,31 @@ class UpstreamConfig:
     and differ in training noise only (the training order, dropout, sampling)."""
 
 
+_REPO_ID = re.compile(r"([\w.-]+/)?[\w.-]{1,96}")
+
+
+def _repo_id_problem(value: str) -> str | None:
+    """Why ``value`` is no Hub repository id (`name` or `namespace/name`), or None."""
+    if _REPO_ID.fullmatch(value) and "--" not in value and ".." not in value:
+        return None
+    return (f"must be a Hub repository id, `name` or `namespace/name` (letters, digits, "
+            f"`-`, `_`, `.`), got {value!r}")
+
+
+@dataclass
+class HubConfig:
+    """Sharing the run's model on the Hugging Face Hub (with the token `hf auth login` saved)."""
+
+    push: bool = False
+    """Upload the saved policy or reward model folder, model card included, when the run ends."""
+    repo_id: str | None = field(default=None, metadata={"rule": _repo_id_problem})
+    """Hub repository to push to (`namespace/name`, created if missing); `push` needs it."""
+    private: bool = True
+    """Create the repository private (an existing repository keeps its visibility)."""
+    revision: str | None = None
+    """Branch to push to (created if missing); None pushes to `main`."""
+
+
 @dataclass
 class TrainConfig:
     """The composed configuration of one `leash train` job."""
@@ -114,6 +141,8 @@ class TrainConfig:
     bit-identical only at one thread count: `leash compare --threads` fixes it for every stage)."""
     upstream: UpstreamConfig = field(default_factory=UpstreamConfig)
     """How upstream artifacts (SFT policy, reward model) are built when the cache lacks them."""
+    hub: HubConfig = field(default_factory=HubConfig)
+    """Push the saved model to the Hugging Face Hub at the end of the run."""
 
 
 
@@ -126,6 +155,7 @@ def register_configs() -> None:
         ("leash.checkpoint_steps", checkpoint_steps),
         ("leash.lightning_clip", lightning_clip),
         ("leash.round_steps", round_steps),
+        ("leash.deepspeed_clip", deepspeed_clip),
     ):
         if not OmegaConf.has_resolver(name):
             OmegaConf.register_new_resolver(name, function)

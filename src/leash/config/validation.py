@@ -37,6 +37,7 @@ from leash.config.enums import (
     RewardSource,
 )
 from leash.config.fields import ConfigError
+from leash.config.support import check_support
 from leash.config.train import TrainConfig
 from leash.config.trainer import TrainerConfig
 
@@ -163,6 +164,9 @@ def _check_cross_field(cfg: TrainConfig) -> list[str]:
     adapter = isinstance(cfg.algo, DPOConfig) and cfg.algo.reference == ReferenceMode.adapter
     if adapter and not cfg.peft.enabled:
         problems.append("algo.reference: `adapter` needs a LoRA policy; set peft=lora")
+    if cfg.hub.push and not cfg.hub.repo_id:
+        problems.append("hub.repo_id: hub.push=true needs the repository to push to "
+                        "(e.g. hub.repo_id=me/leash-dpo)")
     if isinstance(cfg.algo, PPOConfig):
         problems += _check_ppo(cfg, cfg.algo)
     if isinstance(cfg.algo, OnlineDPOConfig):
@@ -289,7 +293,8 @@ def validate(cfg: DictConfig) -> TrainConfig:
     No key may be one its schema lacks, so a misspelt key fails instead of being ignored; the
     algorithm block is checked against the schema of its own `algo.name`, so a field that only
     PPO has cannot slip into a DPO run; the `trainer` block against :class:`TrainerConfig`.
-    Cross-field rules run once every value is in range.
+    Cross-field rules and the support matrix (:mod:`leash.config.support`) run once every
+    value is in range.
     """
     algo_name = cfg.algo.get("name")
     if algo_name not in ALGO_SCHEMAS:
@@ -305,12 +310,12 @@ def validate(cfg: DictConfig) -> TrainConfig:
     except Exception as error:  # omegaconf's errors carry the full key
         raise ConfigError(str(error)) from error
     _raise_if(check_ranges(typed) + check_ranges(trainer, "trainer.") + _check_targets(typed))
-    _raise_if(_check_cross_field(typed))
+    _raise_if(_check_cross_field(typed) + check_support(typed.algo.name, trainer))
     return typed
 
 
 # ------------------------------------------------------------------------------ local inputs
-def _looks_like_path(name: str) -> bool:
+def looks_like_path(name: str) -> bool:
     """Whether a model or data name means a local path rather than a hub id (`org/name`): it
     starts with `/`, `./`, `../` or `~`, has more than one `/`, or its first part exists here."""
     if name.startswith(("/", "./", "../", "~")) or name in (".", ".."):
@@ -365,7 +370,7 @@ def _missing_inputs(cfg: TrainConfig) -> list[str]:
         named["data.path"] = data.path
     for key, name in named.items():
         local = key == "data.path" and data.source == DataSource.disk
-        if name and (local or _looks_like_path(name)) and not Path(name).expanduser().exists():
+        if name and (local or looks_like_path(name)) and not Path(name).expanduser().exists():
             problems.append(f"{key}: no such file or folder {name!r}")
     return problems
 

@@ -47,6 +47,8 @@ from leash.modules.ppo import PPOModule
 from leash.modules.reward import RewardModelModule
 from leash.modules.sft import SFTModule
 from leash.pipeline.cache import config_key, link_or_copy_tree
+from leash.pipeline.hub import push_saved_model
+from leash.pipeline.model_card import write_model_card
 from leash.pipeline.stages import Stages
 from leash.rollout.rewards import LearnedReward, build_reward_fn
 
@@ -125,17 +127,28 @@ def allowed_tokens(stages: Stages) -> torch.Tensor | None:
     return stages.task.allowed_token_ids() if stages.task is not None else None
 
 
-def save_final_policy(cfg: TrainConfig, trainer: lightning.Trainer, module, tokenizer) -> Path:
-    """Write the trained policy in Hugging Face format to ``<run>/policy`` (rank 0)."""
-    path = Path(cfg.paths.output_dir) / "policy"
+def save_model(
+    stages: Stages, trainer: lightning.Trainer, model, tokenizer, name: str, started_from: str
+) -> Path:
+    """Write a trained model in Hugging Face format, with its model card, to ``<run>/<name>``
+    (rank 0); ``started_from`` is where its weights were loaded from before training."""
+    path = Path(stages.cfg.paths.output_dir) / name
     if trainer.is_global_zero:
-        save_policy(module.policy, tokenizer, path)
-        log.info("policy saved to %s", path)
+        save_policy(model, tokenizer, path)
+        write_model_card(stages.cfg, path, stages.job_overrides, started_from)
+        log.info("%s saved to %s", name.replace("_", " "), path)
     return path
 
 
+def save_final_policy(
+    stages: Stages, trainer: lightning.Trainer, module, tokenizer, started_from: str
+) -> Path:
+    """Write the trained policy and its card to ``<run>/policy`` (rank 0)."""
+    return save_model(stages, trainer, module.policy, tokenizer, "policy", started_from)
+
+
 # ------------------------------------------------------------------------------------------ SFT
-def run_sft(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+def run_sft(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Path:
     """Train the SFT policy, or reuse the cached one for this config, and evaluate it.
 
     The final policy is saved in Hugging Face format in ``<run>/policy`` and stored in the
@@ -157,16 +170,17 @@ def run_sft(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
         module = SFTModule(policy, cfg.algo, allowed, evaluator)
         trainer.validate(module, datamodule=datamodule)
         write_artifacts(cfg, base_model=base_path, policy=str(cached))
-        return
+        return cached
     policy = load_causal_lm(base_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
     module = SFTModule(policy, cfg.algo, allowed, evaluator)
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
-    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
+    run_policy = save_final_policy(stages, trainer, module, tokenizer, base_path)
     if trainer.is_global_zero:
         cached = stages.cache.store("sft", key, lambda tmp: link_or_copy_tree(run_policy, tmp))
         write_artifacts(
             cfg, base_model=base_path, policy=str(run_policy), cached_policy=str(cached)
         )
+    return run_policy
 
 
 # ------------------------------------------------------------------------------ DPO family
@@ -201,7 +215,7 @@ def attach_precomputed_reference(
         datamodule.attach_reference_logps(split, chosen, rejected)
 
 
-def run_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+def run_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Path:
     """Train a DPO-family policy from the SFT policy on the shared preference pairs."""
     algo: DPOConfig = cfg.algo
     sft_path = stages.sft_policy()
@@ -224,12 +238,13 @@ def run_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
     )
     module = DPOModule(policy, reference, algo, allowed, evaluator)
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
-    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
+    run_policy = save_final_policy(stages, trainer, module, tokenizer, sft_path)
     write_artifacts(cfg, reference=sft_path, data=str(datamodule.cfg.path), policy=str(run_policy))
+    return run_policy
 
 
 # --------------------------------------------------------------------------- reward model
-def run_reward(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+def run_reward(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Path:
     """Train a Bradley-Terry reward model from the SFT policy on the shared preference pairs."""
     sft_path = stages.sft_policy()
     tokenizer = load_tokenizer(sft_path, cfg.model)
@@ -239,21 +254,22 @@ def run_reward(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> 
     model = load_scalar_model(sft_path, cfg.model, tokenizer, trainable=True, peft=cfg.peft)
     module = RewardModelModule(model, cfg.algo)
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
+    reward_model = module.reward_model
+    run_model = save_model(stages, trainer, reward_model, tokenizer, "reward_model", sft_path)
     if not trainer.is_global_zero:
-        return
-    run_model = Path(cfg.paths.output_dir) / "reward_model"
-    save_policy(module.reward_model, tokenizer, run_model)
+        return run_model
     cached = stages.cache.store(
         "reward", stages.own_reward_key(), lambda tmp: link_or_copy_tree(run_model, tmp)
     )
     write_artifacts(
         cfg, policy=sft_path, reward_model=str(run_model), cached_reward_model=str(cached)
     )
-    log.info("reward model saved to %s (cached as %s)", run_model, cached)
+    log.info("reward model cached as %s", cached)
+    return run_model
 
 
 # ------------------------------------------------------------------------------------------ PPO
-def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Path:
     """PPO-RLHF (learned reward) or PPO-GT (gold reward) from the SFT policy, on the prompts of
     the shared preference pairs; the same loop for RLOO, GRPO and REINFORCE (no critic). The
     reward model is trained (or found in the cache) whenever ``algo.reward=learned``."""
@@ -293,8 +309,9 @@ def run_ppo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Non
         evaluator=evaluator,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
-    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
+    run_policy = save_final_policy(stages, trainer, module, tokenizer, sft_path)
     write_artifacts(cfg, reference=sft_path, reward_model=str(reward_path), policy=str(run_policy))
+    return run_policy
 
 
 # ------------------------------------------------------------------- on-policy DPO family
@@ -304,7 +321,7 @@ def training_prompts(datamodule: PreferenceDataModule) -> PromptBatch:
     return PromptCollator(datamodule.pad_id)(datamodule.prompts("train"))
 
 
-def run_online_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> None:
+def run_online_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages) -> Path:
     """On-policy or iterative DPO from the SFT policy, on the prompts of the shared preference
     pairs; pairs are ordered by the learned reward model (trained, or found in the cache,
     whenever ``algo.reward=learned``, as for PPO), the task's gold reward, or the judge of
@@ -353,11 +370,13 @@ def run_online_dpo(cfg: TrainConfig, trainer: lightning.Trainer, stages: Stages)
         evaluator=evaluator,
     )
     trainer.fit(module, datamodule=datamodule, ckpt_path=last_checkpoint(cfg))
-    run_policy = save_final_policy(cfg, trainer, module, tokenizer)
+    run_policy = save_final_policy(stages, trainer, module, tokenizer, sft_path)
     write_artifacts(cfg, reference=sft_path, reward_model=str(reward_path), policy=str(run_policy))
+    return run_policy
 
 
-Recipe = Callable[[TrainConfig, lightning.Trainer, Stages], None]
+Recipe = Callable[[TrainConfig, lightning.Trainer, Stages], Path]
+"""A recipe returns the folder of the model it saved (or, cached, found)."""
 RECIPES: dict[type, Recipe] = {
     SFTConfig: run_sft,
     DPOConfig: run_dpo,
@@ -368,5 +387,8 @@ RECIPES: dict[type, Recipe] = {
 
 
 def run_recipe(cfg: TrainConfig, trainer: lightning.Trainer, overrides: Sequence[str]) -> None:
-    """Run the recipe of ``cfg.algo``'s family; ``overrides`` build its upstream stages."""
-    RECIPES[type(cfg.algo)](cfg, trainer, Stages(cfg, overrides))
+    """Run the recipe of ``cfg.algo``'s family (``overrides`` build its upstream stages), then,
+    on rank 0 with everything saved, push its model when ``hub.push`` asks."""
+    saved = RECIPES[type(cfg.algo)](cfg, trainer, Stages(cfg, overrides))
+    if trainer.is_global_zero:
+        push_saved_model(cfg, saved)
