@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from leash.pipeline.compare import STAGES
+
 
 @pytest.mark.slow
 def test_compare_runs_every_stage_and_writes_one_consistent_report(isolated_run):
@@ -34,7 +36,13 @@ def test_compare_runs_every_stage_and_writes_one_consistent_report(isolated_run)
             assert f"{float(value):.3f}" in report
     assert "above the optimal frontier" not in report
     # The SFT stage trained the policy once; every later stage reused it from the cache.
-    log = result.stdout + result.stderr
+    log = "".join((out / stage / "console.log").read_text() for stage in STAGES)
     assert log.count("cache: reusing sft") >= 4
     assert "stage sft: not cached" not in log
+    # The calm console: a board of the stages, the table within 100 columns, where the files are.
+    printed = result.stdout.splitlines()
+    assert len(printed) < 40, result.stdout
+    assert [line.split()[:2] for line in printed[1:6]] == [["✓", stage] for stage in STAGES]
+    table = printed[printed.index(next(line for line in printed if "runs under" in line)):]
+    assert max(len(line) for line in table[:8]) <= 100, result.stdout
 

@@ -44,5 +44,16 @@ def test_the_board_shows_each_stage_state_and_the_running_stage_progress(tmp_pat
     assert lines[3].split() == ["·", "dpo"]
     assert max(len(line) for line in lines) <= 100
     board.finish(rows[1], ok=False, seconds=3.0)
-    assert render(board)[2].split() == ["✗", "ppo", "3", "s", "see",
-                                        str(rows[1].run_dir / "console.log")]
+    assert render(board)[2].split() == ["✗", "ppo", "3", "s"]
+
+
+def test_a_failed_stage_shows_the_end_of_its_log_and_where_it_is(tmp_path):
+    from leash.pipeline.compare import FAILED_LOG_LINES, _show_failures
+
+    row = StageRow("dpo, seed 1", tmp_path, state="failed", seconds=2.0)
+    (tmp_path / "console.log").write_text("".join(f"line {i}\n" for i in range(40)))
+    out = io.StringIO()
+    _show_failures(Console(file=out, width=400, color_system=None), [row])
+    printed = out.getvalue().splitlines()
+    assert str(tmp_path / "console.log") in printed[0] and "dpo, seed 1 failed" in printed[0]
+    assert printed[1:] == [f"line {i}" for i in range(40 - FAILED_LOG_LINES, 40)]

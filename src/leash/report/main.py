@@ -115,6 +115,7 @@ def main(argv: list[str]) -> int:
     page = out / HTML_NAME
     write_text_atomic(page, to_html(runs, args.dir, methods, figures, checks))
     files = [path.name for path in written + [figure.path for figure in figures]]
-    console.print(f"wrote {', '.join(files)} and {HTML_NAME} to {out}", markup=False)
-    console.print(f"open {page.resolve().as_uri()} for the whole report on one page", markup=False)
+    for line in (f"wrote {', '.join(files)} and {HTML_NAME} to {out}",
+                 f"open {page.resolve().as_uri()} for the whole report on one page"):
+        console.print(line, markup=False, soft_wrap=True)  # one line each, however long
     return 0
