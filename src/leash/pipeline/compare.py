@@ -183,7 +183,7 @@ def _run_stages(
     board = StageBoard(rows, f"leash compare: {len(runs)} stages in {folder}")
     live = Live(board, console=console, auto_refresh=False) if console.is_terminal else None
     if verbose or live is None:
-        console.print(board.title, style="bold", markup=False)
+        console.print(board.title, style="bold", markup=False, soft_wrap=True)
     results = []
     with live if live is not None and not verbose else nullcontext():
         for (stage, seed), row in zip(runs, rows, strict=True):
@@ -197,7 +197,7 @@ def _run_stages(
             board.finish(row, result.ok, result.seconds)
             results.append(result)
             if redraw is None:
-                console.print(*board.cells(row))
+                console.print(*board.cells(row), soft_wrap=True)
             else:
                 redraw()
     if not verbose:
