@@ -360,6 +360,7 @@ def contest_main(
     workloads: Callable[[bool], dict[str, Any]],
     table: Table,
     extra: Callable[[int, dict[str, Any]], dict[str, Any]],
+    checks: Callable[[dict[str, list[Any]]], dict[str, Any]] | None = None,
 ) -> None:
     """The command line of a benchmark whose contenders run as child processes.
 
@@ -375,6 +376,7 @@ def contest_main(
         workloads: ``quick -> {workload name: workload}``.
         table: the report's columns and ratios.
         extra: ``(rounds, workloads) -> `` more JSON entries (settings, notes, ...).
+        checks: ``results -> `` more JSON entries computed from the raw rounds (printed too).
     """
     parser = argparse.ArgumentParser(description=description)
     parser.add_argument("--rounds", type=int, default=3)
@@ -392,9 +394,13 @@ def contest_main(
     command = f"python benchmarks/{script.name} " + (
         "--quick" if args.quick else f"--rounds {rounds}"
     )
+    checked = checks(results) if checks else {}
+    if checked:
+        print(json.dumps(checked, indent=2))
     report_contest(name, results, table, {
         "command": command,
         **extra(rounds, chosen),
+        **checked,
         "environment": environment(threads=1),
         "wall_s": time.perf_counter() - started,
     })

@@ -19,9 +19,10 @@ tokens/s, peak CUDA memory, MFU, and leash / TRL ratios.
 MFU is model FLOPs per second over the device's dense bf16 peak (``PEAK_FLOPS`` of
 :mod:`leash.callbacks.resources`, matched on ``torch.cuda.get_device_name``; "unknown" for any
 other device). Model FLOPs count the training updates only: per trained token, 6 per trained
-parameter plus attention (:func:`leash.resources.decoder_training_flops`), once per PPO epoch;
-frozen forwards, generation and scoring are work MFU does not count. A LoRA-trained network
-counts as fully trained, and shared-LoRA's critic passes through the base are not counted.
+parameter plus attention (:func:`~leash.callbacks.resources.decoder_training_flops`), once per
+PPO epoch; frozen forwards, generation and scoring are work MFU does not count. A LoRA-trained
+network counts as fully trained, and shared-LoRA's critic passes through the base are not
+counted.
 
 The figures go to ``benchmarks/results/gpu_check/gpu_check.json`` (the dry run's to a
 temporary folder unless ``--out``); run folders and the cache live in a temporary folder.
@@ -119,7 +120,7 @@ def run_overrides(name: str, mode: Mode, work: Path) -> list[str]:
 
 def update_flops(metrics: dict, name: str, mode: Mode) -> float:
     """Model FLOPs of the updates per processed token (see the module docstring)."""
-    from leash.resources import decoder_training_flops
+    from leash.callbacks.resources import decoder_training_flops
 
     layers, width = LAYERS_WIDTH[mode.name]
     passes = PPO_EPOCHS if name.startswith("ppo") else 1
@@ -268,7 +269,7 @@ def contest(mode: Mode, rounds: int, peak: float | None) -> dict:
     """leash and TRL alternating over rounds, each in a fresh process; medians per figure."""
     import statistics
 
-    from leash.resources import decoder_training_flops
+    from leash.callbacks.resources import decoder_training_flops
 
     size = mode.contest_size
     script = Path(__file__).resolve()

@@ -34,10 +34,13 @@ from workload import (
     batches,
     hf_ticks,
     leash_loader,
+    leash_resources,
     lightning_ticks,
     parameter_count,
     preference_extra,
     quiet_lightning_trainer,
+    reported_check,
+    reported_rate,
     run_figures,
     scalar_model,
     trainer_arguments,
@@ -64,30 +67,45 @@ NOTES = [
     "GPT2ForSequenceClassification forward, which scores every position and picks the last.",
     "transformers' Trainer puts biases and LayerNorm weights in a separate AdamW parameter "
     "group; with weight decay 0 the update is the same.",
-    "leash and TRL compute and log accuracy/margin metrics every step; the bare loop only the "
-    "loss.",
+    "leash computes and logs its accuracy/margin metrics on the steps Lightning hands to its "
+    "loggers (every log_every_n_steps, 50 by default, and the last step: here the last step "
+    "only), and watches the loss and rewards for NaN/inf every step; TRL computes them every "
+    "step; the bare loop only the loss.",
+    "leash runs each prompt once for its chosen and rejected responses where it pays "
+    "(leash.models.shared_prompt: at the large size, not at the tiny one).",
+    "leash runs GPT-2's gelu_new activation as torch's fused tanh-GELU kernel "
+    "(leash.models.kernels; the same function to float rounding, 2.4e-7); TRL and the bare "
+    "loop run transformers' NewGELUActivation, eight elementwise operations.",
+    "leash's contender also runs leash's ResourceMetrics callback, as every leash run does; "
+    "the pairs/s it reports are compared with the step clock (leash_reported_rate).",
     "The bare loop iterates over batches built before timing; leash and TRL collate rows "
     "inside their data loaders at every step.",
 ]
 
 
 def leash_run(size) -> dict:
-    """leash: RewardModelModule through lightning.Trainer."""
+    """leash: RewardModelModule through lightning.Trainer, with leash's ResourceMetrics."""
+    import tempfile
+
     from leash.config import RewardConfig, Scheduler
     from leash.modules.reward import RewardModelModule
 
-    with PeakMemory() as memory:
+    with PeakMemory() as memory, tempfile.TemporaryDirectory() as run_dir:
         tok, texts, rows = workload_rows(size)
         model = scalar_model(size, tok)
         algo = RewardConfig(lr=LR, adam_betas=ADAM_BETAS, scheduler=Scheduler.constant,
                             warmup_steps=0, max_steps=size.total_steps,
                             max_grad_norm=MAX_GRAD_NORM)
         clock = StepClock()
-        trainer = quiet_lightning_trainer(size.total_steps, [lightning_ticks(clock)],
-                                          gradient_clip_val=MAX_GRAD_NORM)
+        trainer = quiet_lightning_trainer(
+            size.total_steps, [lightning_ticks(clock), leash_resources(size, run_dir)],
+            gradient_clip_val=MAX_GRAD_NORM)
         trainer.fit(RewardModelModule(model, algo),
                     train_dataloaders=leash_loader(rows, texts, size, tok.pad_token_id))
-    return run_figures(clock, memory, size, parameter_count(model))
+        reported = reported_rate(run_dir)
+    figures = run_figures(clock, memory, size, parameter_count(model))
+    return {**figures, "reported_per_s": reported,
+            "reported_over_clock": reported / figures["per_s"]}
 
 
 def trl_run(size) -> dict:
@@ -140,7 +158,7 @@ ALGORITHM = {"loss": "bradley_terry", "margin": 0.0, "center_coef": 0.0}
 
 def main() -> None:
     contest_main("rm_vs_trl", __doc__.splitlines()[0], RUNS, IMPORTS, sizes, PREFERENCE_TABLE,
-                 preference_extra(ALGORITHM, NOTES))
+                 preference_extra(ALGORITHM, NOTES), reported_check)
 
 
 if __name__ == "__main__":

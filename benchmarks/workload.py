@@ -11,7 +11,9 @@ them, so a bare-loop process never imports a framework it does not use.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass
+from pathlib import Path
 
 import torch
 from transformers import GPT2Config, GPT2ForSequenceClassification, GPT2LMHeadModel
@@ -35,6 +37,9 @@ DEFINITIONS = {
                 "its imports (the kernel's high-water mark is reset there; models, optimizer, "
                 "activations, data and trainer objects all count)",
     "baseline_mib": "RSS right after the contender's imports (its import baseline)",
+    "reported_per_s": "leash only: the pairs/s leash's ResourceMetrics wrote to metrics.json "
+                      "(resources.samples_per_s, the same warm-up steps left out)",
+    "reported_over_clock": "leash only: reported_per_s / per_s",
 }
 """What the figures of the preference benchmarks mean (written into their JSON)."""
 PREFERENCE_TABLE = Table(
@@ -261,6 +266,31 @@ def quiet_lightning_trainer(max_steps: int, callbacks: list, **overrides):
         callbacks=callbacks,
     )
     return lightning.Trainer(**{**settings, **overrides})
+
+
+def leash_resources(size: Size, run_dir: str):
+    """leash's ResourceMetrics callback (every ``leash train`` run has it), leaving out the
+    size's warm-up steps as the step clock does, writing ``metrics.json`` into ``run_dir``."""
+    from leash.callbacks.resources import ResourceMetrics
+
+    return ResourceMetrics(run_dir, warmup_steps=size.warmup_steps)
+
+
+def reported_rate(run_dir: str) -> float:
+    """The pairs/s leash reported: ``resources.samples_per_s`` of its ``metrics.json``."""
+    return json.loads((Path(run_dir) / "metrics.json").read_text())["resources"]["samples_per_s"]
+
+
+def reported_check(results: dict) -> dict:
+    """``leash_reported_rate``: per size, leash's own pairs/s over the step clock's in every
+    round, the largest deviation, and whether it is within 2% (issue 14, item 3)."""
+    check = {}
+    for size in results["leash"][0]:
+        ratios = [rounds[size]["reported_over_clock"] for rounds in results["leash"]]
+        worst = max(abs(ratio - 1.0) for ratio in ratios)
+        check[size] = {"reported_over_clock": ratios, "max_deviation": worst,
+                       "within_2_percent": worst <= 0.02}
+    return {"leash_reported_rate": check}
 
 
 def run_figures(clock: StepClock, memory, size: Size, parameters: int) -> dict:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from leash.resources import decoder_training_flops
+from leash.callbacks.resources import decoder_training_flops
 
 
 def test_gpt2_small_at_1024_tokens():

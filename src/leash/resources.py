@@ -1,5 +1,4 @@
-"""Where the Hydra config tree and the sweeps are, in a clone or in an installed wheel; and what
-one trained token of a decoder costs in FLOPs (the numerator of MFU)."""
+"""Where the Hydra config tree and the sweeps are, in a clone or in an installed wheel."""
 
 from __future__ import annotations
 
@@ -26,10 +25,3 @@ def sweeps_dir() -> Path:
     """The multirun sweep configs (``sweeps/``), offered as the ``sweep`` config group."""
     return _find("sweeps", "_sweeps")
 
-
-def decoder_training_flops(parameters: int, layers: int, width: int, context: int) -> float:
-    """FLOPs of one trained token of a decoder-only transformer: 6 per parameter (2 forward, 4
-    backward) plus attention's ``12 x layers x width x context`` (query-key scores and the
-    weighted sum, forward and backward), the count of Chowdhery et al. 2022 (PaLM, appendix B).
-    ``context`` is the sequence length the token attends over."""
-    return 6.0 * parameters + 12.0 * layers * width * context

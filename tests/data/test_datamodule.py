@@ -148,7 +148,7 @@ def test_prompts_view_deduplicates_and_left_pads(tok, pairs_file):
     first_seen = list(dict.fromkeys(row.prompt for row in data.pairs("train")))
     assert [p.prompt for p in prompts] == first_seen == data.train_prompts()
     assert len(prompts) == 9
-    batch = next(iter(data.val_dataloader()))
+    batch = next(iter(data.ordered_dataloader("eval")))
     assert isinstance(batch, PromptBatch)
     assert batch.index.tolist() == [0, 1, 2]
     for b, prompt in enumerate(data.prompts("eval")):
@@ -158,6 +158,12 @@ def test_prompts_view_deduplicates_and_left_pads(tok, pairs_file):
         assert batch.attention_mask[b].tolist() == [0] * pad + [1] * len(prompt.prompt_ids)
     # Rollout prompts come in full batches (the 9th waits for a later epoch; see below).
     assert [len(b) for b in data.train_dataloader()] == [4, 4]
+    # Validation scores the held-out pairs (the online modules' implicit reward model).
+    pairs = next(iter(data.val_dataloader()))
+    assert isinstance(pairs, PreferenceBatch)
+    first = data.pairs("eval")[0]
+    tokens = [*first.prompt_ids, *first.chosen_ids]
+    assert pairs.index[0] == 0 and pairs.chosen_input_ids[0, : len(tokens)].tolist() == tokens
 
 
 def _check_sft(batch: SFTBatch, prompts: list[list[int]], responses: list[list[int]]) -> None:
@@ -186,6 +192,9 @@ def test_sft_view_from_an_sft_corpus(tok, tmp_path):
         response = tok(source["response"], add_special_tokens=False).input_ids
         assert example.response_ids == [*response, EOS]
     _check_sft(batch, [e.prompt_ids for e in examples], [e.response_ids for e in examples])
+    # No pairs to validate on: the prompts view validates on the held-out prompts.
+    prompts = module(tok, config(path), view="prompts")
+    assert isinstance(next(iter(prompts.val_dataloader())), PromptBatch)
     with pytest.raises(ValueError, match="SFT corpus"):
         module(tok, config(path), view="pairs")
 

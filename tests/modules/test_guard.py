@@ -165,3 +165,60 @@ def test_every_run_is_validated_once_at_its_end(max_steps, interval, expected):
                   limit_val_batches=1, callbacks=[counter]).fit(module, loader(), loader(1))
     assert counter.at_steps == expected
     assert module.loss_trend is not None and module.loss_trend.steps == max_steps
+
+
+# ------------------------------------------------------------------- logging and clipping
+class LoggedSteps(SFTModule):
+    """Records the step of every ``train/loss`` it logs and the loss of every step."""
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.logged_at: list[int] = []
+        self.losses: list[float] = []
+
+    def log(self, name, value, *args, **kwargs) -> None:
+        if name == "train/loss":
+            self.logged_at.append(self.global_step + 1)
+        super().log(name, value, *args, **kwargs)
+
+    def training_step(self, batch, batch_idx):
+        loss = super().training_step(batch, batch_idx)
+        self.losses.append(loss.item())
+        return loss
+
+
+def test_training_metrics_are_logged_only_when_lightning_writes_them():
+    algo = SFTConfig(lr=1e-2, scheduler=Scheduler.constant, warmup_steps=0, max_steps=7)
+    module = LoggedSteps(tiny_model(VOCAB).train(), algo)
+    trainer = quiet_trainer(max_steps=7, log_every_n_steps=3)
+    trainer.fit(module, loader(batches=20))
+    assert module.logged_at == [3, 6, 7]  # every third optimizer step, and the last one
+    assert trainer.callback_metrics["train/loss"].item() == pytest.approx(module.losses[-1])
+    assert module.loss_trend.steps == 7  # every step is still watched
+
+
+class LightningClipping(SFTModule):
+    """Lightning's own gradient clipping (a second norm), for comparison."""
+
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None,
+                                    gradient_clip_algorithm=None):
+        lightning.LightningModule.configure_gradient_clipping(
+            self, optimizer, gradient_clip_val, gradient_clip_algorithm)
+
+
+def test_clipping_with_the_guard_norm_updates_exactly_as_lightning(monkeypatch):
+    second_norms = []  # Lightning clips with clip_grad_norm_, which computes the norm again
+    clip = torch.nn.utils.clip_grad_norm_
+    monkeypatch.setattr(torch.nn.utils, "clip_grad_norm_",
+                        lambda *a, **k: second_norms.append(1) or clip(*a, **k))
+    weights, counts = [], []
+    for module in (sft_module(), LightningClipping(tiny_model(VOCAB).train(),
+                                                   sft_module().algo)):
+        quiet_trainer(max_steps=4, gradient_clip_val=1e-3).fit(module, loader())
+        weights.append({n: p.detach().clone() for n, p in module.policy.named_parameters()})
+        counts.append(len(second_norms))
+    assert counts == [0, 4]  # the guard's clipping computes no second norm
+    for name, weight in weights[1].items():
+        assert torch.equal(weights[0][name], weight), name
+    assert not torch.equal(weights[0]["transformer.wte.weight"],
+                           tiny_model(VOCAB).transformer.wte.weight)

@@ -17,6 +17,7 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
+from heldout import direct_implicit_rm, heldout_pair_loader
 from helpers import quiet_trainer
 from leash.callbacks.resume import ResumeCheckpoint
 from leash.config import (
@@ -201,6 +202,27 @@ def test_an_online_step_samples_its_batch_and_trains_the_policy_only(task, check
     assert metrics["train/pairs/tie_fraction"] == pytest.approx(metrics["train/pairs/ties"] / 12)
     assert metrics["train/round"] == 1
     assert module.step_tokens[1] == int(metrics["train/pairs/trained"])
+
+
+@pytest.mark.parametrize("schedule", [OnlineSchedule.online, OnlineSchedule.iterative])
+def test_validation_is_dpos_on_the_heldout_pairs(task, checkpoint, schedule):
+    # The implicit reward model beta · log pi/pi_ref, the reference (the SFT policy) loaded here
+    # afresh from disk; validation (at the end of the run) reads the trained policy.
+    algo = iterative(rounds=2) if schedule == OnlineSchedule.iterative else make_algo()
+    module = make_module(task, checkpoint, algo)
+    pairs = heldout_pair_loader(task)
+    torch.manual_seed(0)
+    trainer = quiet_trainer(max_steps=algo.max_steps)
+    trainer.fit(module, train_dataloaders=prompt_loader(task), val_dataloaders=pairs)
+    reference = load_causal_lm(str(checkpoint), ModelConfig(), task.tokenizer(), trainable=False)
+    expected = direct_implicit_rm(module.policy, reference, pairs, algo.beta,
+                                  task.allowed_token_ids())
+    metrics = trainer.callback_metrics
+    for name, value in expected.items():
+        assert metrics[name].item() == pytest.approx(value, abs=1e-5), name
+    assert all(f"val/{name}" in metrics for name in DPO_METRICS)
+    accuracy = expected["eval/implicit_rm_accuracy"]  # the batch-size-weighted epoch mean
+    assert metrics["val/rewards/accuracies"].item() == pytest.approx(accuracy, abs=1e-6)
 
 
 def test_a_step_whose_pairs_all_tie_trains_nothing(task, checkpoint):

@@ -22,6 +22,7 @@ import torch
 from lightning.pytorch.callbacks import ModelCheckpoint
 from torch.utils.data import DataLoader
 
+from heldout import direct_implicit_rm, heldout_pair_loader
 from helpers import quiet_trainer
 from leash.config import (
     AdvantageEstimator,
@@ -49,6 +50,7 @@ from leash.losses.advantages import (
     sequence_rewards,
 )
 from leash.losses.ppo import gae, masked_mean, masked_var, masked_whiten, shape_rewards
+from leash.models.factory import load_causal_lm
 from leash.models.policy_critic import build_policy_critic
 from leash.models.tiny import write_tiny_checkpoint
 from leash.modules.guard import NonFiniteError
@@ -181,6 +183,23 @@ def test_ppo_gt_run_logs_every_metric_and_trains_policy_and_critic_only(task, ch
     assert metrics["train/kl_coef"].item() == pytest.approx(algo.kl_coef * (1 - 0.2 * 8 / 10))
     groups = module.optimizers().optimizer.param_groups
     assert [g["lr"] for g in groups] == [algo.lr, algo.critic_lr]
+
+
+@pytest.mark.parametrize("mode", [MemoryMode.separate, MemoryMode.shared_lora])
+def test_validation_scores_the_policy_as_an_implicit_reward_model(task, checkpoint, mode):
+    # beta = kl_coef; the reference is the SFT policy, loaded here afresh from disk, and
+    # validation (at the end of the run) reads the trained policy.
+    algo = make_algo(memory_mode=mode, lr=3e-2, kl_coef=0.2)
+    module = make_module(task, checkpoint, algo)
+    trainer = quiet_trainer(max_steps=optimizer_steps(algo))
+    pairs = heldout_pair_loader(task)
+    trainer.fit(module, train_dataloaders=prompt_loader(task), val_dataloaders=pairs)
+    reference = load_causal_lm(str(checkpoint), ModelConfig(), task.tokenizer(), trainable=False)
+    expected = direct_implicit_rm(module.policy, reference, pairs, algo.kl_coef,
+                                  task.allowed_token_ids())
+    metrics = trainer.callback_metrics
+    for name, value in expected.items():
+        assert metrics[name].item() == pytest.approx(value, abs=1e-5), name
 
 
 def test_fixed_kl_coefficient_stays(task, checkpoint):

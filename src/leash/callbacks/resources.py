@@ -8,6 +8,15 @@ PPO), the loss trend (``divergence``: start and end loss and the ``diverged`` fl
 (a warning when the run diverged). On GPU the peak is ``torch.cuda.max_memory_allocated``; on
 CPU it is the peak resident set size of the process, which is why every run (and every stage of
 a comparison) is its own process.
+
+Throughput is the steady state, measured as an outside clock would: a step is timed from the
+end of the previous step to its own end (``on_train_batch_end``, after a device sync on GPU), so
+data loading, logging and every hook count; validation (and the evaluator it runs) does not: the
+clock restarts when validation ends. The first :data:`WARMUP_STEPS` steps (allocator, lazy
+initialisation) are left out of ``tokens_per_s``, ``samples_per_s`` and ``mean_step_time_s``;
+a run that has no more steps than that is timed over all of them, its first step from the start
+of training. ``benchmarks/dpo_vs_trl.py`` and ``rm_vs_trl.py`` check these figures against their
+own step clock.
 """
 
 from __future__ import annotations
@@ -29,6 +38,8 @@ from leash.runtime import runtime_record
 
 log = logging.getLogger(__name__)
 
+WARMUP_STEPS = 3
+"""Training steps left out of the steady-state throughput (the module docstring)."""
 # Dense bf16 peak FLOP/s of accelerators whose MFU we can report (vendor datasheets).
 PEAK_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12, "L40S": 362e12, "A10G": 125e12}
 
@@ -58,12 +69,19 @@ class ResourceReport:
     peak_memory_kind: str
     wall_time_s: float
     train_time_s: float
+    """Seconds of all training steps, step end to step end (validation left out)."""
     steps: int
+    warmup_steps: int
+    """Steps left out of the steady-state figures (0 when the run had no more than those)."""
     mean_step_time_s: float
+    """Mean seconds of a steady-state step."""
     tokens: int
+    """Real (unpadded) tokens of all steps."""
     samples: int
     tokens_per_s: float
+    """Real tokens per second of the steady-state steps (module docstring)."""
     samples_per_s: float
+    """Rows (pairs, sequences, prompts) per second of the steady-state steps."""
     mfu: float | None
     roles: dict[str, RoleBytes] = field(default_factory=dict)
 
@@ -118,6 +136,14 @@ def training_flops_per_token(roles: dict[str, torch.nn.Module]) -> float:
     return flops
 
 
+def decoder_training_flops(parameters: int, layers: int, width: int, context: int) -> float:
+    """FLOPs of one trained token of a decoder-only transformer: 6 per parameter (2 forward, 4
+    backward) plus attention's ``12 x layers x width x context`` (query-key scores and the
+    weighted sum, forward and backward), the count of Chowdhery et al. 2022 (PaLM, appendix B).
+    ``context`` is the sequence length the token attends over."""
+    return 6.0 * parameters + 12.0 * layers * width * context
+
+
 def device_peak_flops(device: torch.device) -> float | None:
     """Datasheet peak of the current accelerator, or None when unknown (CPUs included)."""
     if device.type != "cuda":
@@ -126,31 +152,67 @@ def device_peak_flops(device: torch.device) -> float | None:
     return next((peak for key, peak in PEAK_FLOPS.items() if key in name), None)
 
 
-class ResourceMetrics(lightning.Callback):
-    """Measures a run's cost and writes it with the final metrics to ``metrics.json``."""
+@dataclass
+class _Span:
+    """Steps, their seconds, tokens and rows, added up."""
 
-    def __init__(self, output_dir: str):
+    steps: int = 0
+    seconds: float = 0.0
+    tokens: int = 0
+    samples: int = 0
+
+    def add(self, seconds: float, tokens: int, samples: int) -> None:
+        self.steps += 1
+        self.seconds += seconds
+        self.tokens += tokens
+        self.samples += samples
+
+    def per_s(self, count: int) -> float:
+        """``count`` per second of this span (0 when it has no time)."""
+        return count / self.seconds if self.seconds else 0.0
+
+
+class ResourceMetrics(lightning.Callback):
+    """Measures a run's cost and writes it with the final metrics to ``metrics.json``.
+
+    Args:
+        output_dir: the run folder.
+        warmup_steps: steps left out of the steady-state throughput (:data:`WARMUP_STEPS`).
+    """
+
+    def __init__(self, output_dir: str, warmup_steps: int = WARMUP_STEPS):
         self.output_dir = Path(output_dir)
+        self.warmup_steps = warmup_steps
         self._started = time.perf_counter()
-        self._step_started = 0.0
-        self._step_times: list[float] = []
-        self._tokens = 0
-        self._samples = 0
+        self._last_end = self._started
+        self._all = _Span()
+        self._steady = _Span()
 
     def on_fit_start(self, trainer, pl_module) -> None:
         if pl_module.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pl_module.device)
 
-    def on_train_batch_start(self, trainer, pl_module, batch, batch_idx) -> None:
-        self._step_started = time.perf_counter()
+    def _now(self, pl_module) -> float:
+        if pl_module.device.type == "cuda":  # the step has ended when the device is done
+            torch.cuda.synchronize(pl_module.device)
+        return time.perf_counter()
+
+    def on_train_start(self, trainer, pl_module) -> None:
+        self._last_end = self._now(pl_module)
+
+    def on_validation_end(self, trainer, pl_module) -> None:
+        if trainer.state.fn == TrainerFn.VALIDATING:  # a validate-only run (cached SFT) counts
+            self.write(trainer, pl_module)
+        else:  # the next step is timed from here: validation is not training
+            self._last_end = self._now(pl_module)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
-        if pl_module.device.type == "cuda":
-            torch.cuda.synchronize(pl_module.device)
-        self._step_times.append(time.perf_counter() - self._step_started)
+        now = self._now(pl_module)
+        seconds, self._last_end = now - self._last_end, now
         tokens, samples = count_tokens(batch, pl_module)
-        self._tokens += tokens
-        self._samples += samples
+        self._all.add(seconds, tokens, samples)
+        if self._all.steps > self.warmup_steps:
+            self._steady.add(seconds, tokens, samples)
 
     def report(self, trainer, pl_module) -> ResourceReport:
         """The figures measured so far."""
@@ -159,10 +221,10 @@ class ResourceMetrics(lightning.Callback):
             peak, kind = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
         else:
             peak, kind = peak_rss_bytes(), "cpu_peak_rss"
-        train_time = sum(self._step_times)
+        steady = self._steady if self._steady.steps else self._all
         roles = getattr(pl_module, "roles", {"policy": pl_module})
         optimizer_state = trainer.optimizers[0].state if trainer.optimizers else None
-        tokens_per_s = self._tokens / train_time if train_time else 0.0
+        tokens_per_s = steady.per_s(steady.tokens)
         peak_flops = device_peak_flops(device)
         mfu = None
         if peak_flops and tokens_per_s:  # tokens_per_s is this process's, on its one device
@@ -172,23 +234,20 @@ class ResourceMetrics(lightning.Callback):
             peak_memory_bytes=int(peak),
             peak_memory_kind=kind,
             wall_time_s=time.perf_counter() - self._started,
-            train_time_s=train_time,
-            steps=len(self._step_times),
-            mean_step_time_s=train_time / len(self._step_times) if self._step_times else 0.0,
-            tokens=self._tokens,
-            samples=self._samples,
+            train_time_s=self._all.seconds,
+            steps=self._all.steps,
+            warmup_steps=self._all.steps - steady.steps,
+            mean_step_time_s=steady.seconds / steady.steps if steady.steps else 0.0,
+            tokens=self._all.tokens,
+            samples=self._all.samples,
             tokens_per_s=tokens_per_s,
-            samples_per_s=self._samples / train_time if train_time else 0.0,
+            samples_per_s=steady.per_s(steady.samples),
             mfu=mfu,
             roles={name: role_bytes(m, optimizer_state) for name, m in roles.items()},
         )
 
     def on_fit_end(self, trainer, pl_module) -> None:
         self.write(trainer, pl_module)
-
-    def on_validation_end(self, trainer, pl_module) -> None:
-        if trainer.state.fn == TrainerFn.VALIDATING:  # a validate-only run (cached SFT) counts
-            self.write(trainer, pl_module)
 
     def write(self, trainer, pl_module) -> None:
         """Log the figures and write metrics.json with them and the final logged metrics."""

@@ -35,6 +35,20 @@ class _Padded(NamedTuple):
     labels: torch.Tensor
 
 
+def _padded_rows(
+    prompts: Sequence[list[int]], responses: Sequence[list[int]], length: int, pad_id: int
+) -> list[list[list[int]]]:
+    """Input ids, attention mask and labels of prompt + response rows, right padded to
+    ``length``, as Python lists (one ``torch.tensor`` call then builds them all)."""
+    ids, mask, labels = [], [], []
+    for prompt, response in zip(prompts, responses, strict=True):
+        used = len(prompt) + len(response)
+        ids.append(prompt + response + [pad_id] * (length - used))
+        mask.append([1] * used + [0] * (length - used))
+        labels.append([IGNORE_INDEX] * len(prompt) + response + [IGNORE_INDEX] * (length - used))
+    return [ids, mask, labels]
+
+
 def pad_right(
     prompts: Sequence[list[int]], responses: Sequence[list[int]], length: int, pad_id: int
 ) -> _Padded:
@@ -42,16 +56,8 @@ def pad_right(
 
     Returns (B, length) input ids, attention mask and labels.
     """
-    batch = len(prompts)
-    input_ids = torch.full((batch, length), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((batch, length), dtype=torch.long)
-    labels = torch.full((batch, length), IGNORE_INDEX, dtype=torch.long)
-    for row, (prompt, response) in enumerate(zip(prompts, responses, strict=True)):
-        end = len(prompt) + len(response)
-        input_ids[row, :end] = torch.tensor(prompt + response, dtype=torch.long)
-        attention_mask[row, :end] = 1
-        labels[row, len(prompt) : end] = torch.tensor(response, dtype=torch.long)
-    return _Padded(input_ids, attention_mask, labels)
+    rows = torch.tensor(_padded_rows(prompts, responses, length, pad_id), dtype=torch.long)
+    return _Padded(*rows.view(3, len(prompts), length))  # (3, 0, length) for no rows too
 
 
 @dataclass
@@ -85,8 +91,10 @@ class PairCollator:
         """Collate one batch."""
         length = max(len(r.prompt_ids) + max(len(r.chosen_ids), len(r.rejected_ids)) for r in rows)
         prompts = [r.prompt_ids for r in rows]
-        chosen = pad_right(prompts, [r.chosen_ids for r in rows], length, self.pad_id)
-        rejected = pad_right(prompts, [r.rejected_ids for r in rows], length, self.pad_id)
+        chosen = _padded_rows(prompts, [r.chosen_ids for r in rows], length, self.pad_id)
+        rejected = _padded_rows(prompts, [r.rejected_ids for r in rows], length, self.pad_id)
+        sides = torch.tensor([chosen, rejected], dtype=torch.long).view(2, 3, len(rows), length)
+        chosen, rejected = (_Padded(*side) for side in sides)
         index = torch.tensor([r.index for r in rows], dtype=torch.long)
         if self.reference is None:
             ref_chosen = _column([r.scores.reference_chosen_logps for r in rows])

@@ -9,6 +9,11 @@ source calls them. The ``view`` picks what the dataloaders yield:
 - ``pairs``   -> PreferenceBatch (reward model, DPO family),
 - ``sft``     -> SFTBatch (SFT corpus rows, or prompt + chosen of preference rows),
 - ``prompts`` -> PromptBatch of the split's deduplicated prompts, left padded (PPO rollouts).
+
+Validation yields the eval split in the same batches, except under ``prompts``: the online
+algorithms validate on the held-out *pairs* (PreferenceBatch), where they score their policy as
+an implicit reward model, while the evaluator samples the held-out prompts itself. Only an SFT
+corpus, which has no pairs, validates on its prompts there.
 """
 
 from __future__ import annotations
@@ -282,8 +287,12 @@ class PreferenceDataModule(L.LightningDataModule):
             )
 
     def val_dataloader(self) -> DataLoader:
-        """The eval split in the view's batches, in order."""
-        return self._loader("eval", self.cfg.eval_batch_size, shuffle=False)
+        """The eval split in order: in the view's batches, or its pairs under ``prompts`` (when
+        the data has pairs; see the module docstring)."""
+        view: View = self.view
+        if view == "prompts" and self.kind != RowKind.sft:
+            view = "pairs"
+        return self._loader("eval", self.cfg.eval_batch_size, shuffle=False, view=view)
 
     def ordered_dataloader(self, split: Split) -> DataLoader:
         """Every row of ``split`` in order, in one process (for one-off precomputations)."""
@@ -296,11 +305,13 @@ class PreferenceDataModule(L.LightningDataModule):
         shuffle: bool,
         drop_last: bool = False,
         resumable: bool = False,
+        view: View | None = None,
     ) -> DataLoader:
-        if self.view == "pairs":
+        view = view or self.view
+        if view == "pairs":
             dataset: list = self.pairs(split)
             collate = PairCollator(self.pad_id, self._reference.get(split))
-        elif self.view == "sft":
+        elif view == "sft":
             dataset, collate = self.sft_rows(split), SFTCollator(self.pad_id)
         else:
             dataset, collate = self.prompts(split), PromptCollator(self.pad_id)

@@ -10,7 +10,9 @@ from leash.sequences import IGNORE_INDEX
 def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Log-probability of each target token: ``log softmax(logits)[..., target]``.
 
-    Computed as ``logit[target] - logsumexp(logits)`` so no second (B, T, V) tensor is built.
+    One fused ``log_softmax`` kernel and a gather (its backward is one kernel too), in float32.
+    It keeps one (B, T, V) tensor for the backward, as ``logit[target] - logsumexp(logits)``
+    does, and is several times faster than that on CPU.
 
     Args:
         logits: (B, T, V) scores at each position.
@@ -19,9 +21,8 @@ def token_logps(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     Returns:
         (B, T) float32 log-probabilities.
     """
-    logits = logits.float()
-    picked = torch.gather(logits, -1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
-    return picked - torch.logsumexp(logits, dim=-1)
+    logps = logits.float().log_softmax(-1)
+    return torch.gather(logps, -1, targets.clamp(min=0).unsqueeze(-1)).squeeze(-1)
 
 
 def shift_for_next_token(

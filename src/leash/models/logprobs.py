@@ -6,7 +6,8 @@ Two batch layouts, one per consumer:
   right-padded responses, per-token log-probs of the response (:func:`response_token_logps`,
   :func:`tempered_logps`);
 - **labelled pairs** (the DPO family): chosen over rejected sequences with labels on the
-  response tokens, summed log-probs per sequence (:func:`pair_logps`).
+  response tokens, summed log-probs per sequence (:func:`pair_logps`), each prompt run once
+  for both of its responses where the model allows it (:mod:`leash.models.shared_prompt`).
 
 Positions count real tokens only, as in the sampler, so a response scores the same alone or in
 a padded batch. ``allowed_token_ids`` restricts the policy exactly as the sampler did.
@@ -19,7 +20,14 @@ from typing import NamedTuple
 import torch
 
 from leash.losses.logprobs import response_logps, token_logps
-from leash.sequences import positions_from_mask, restrict_logits
+from leash.models.shared_prompt import (
+    backbone_of,
+    lm_head_of,
+    response_predictors,
+    shared_prompt_hidden,
+    shared_split,
+)
+from leash.sequences import IGNORE_INDEX, positions_from_mask, restrict_logits
 
 
 class PolicyOutput(NamedTuple):
@@ -109,7 +117,12 @@ def pair_logps(
     labels: torch.Tensor,
     allowed_token_ids: torch.Tensor | None = None,
 ) -> tuple[PairLogps, PairLogps]:
-    """Summed response log-probs and response token counts of every pair, from one forward.
+    """Summed response log-probs and response token counts of every pair.
+
+    Where the model and the rows allow it (:mod:`leash.models.shared_prompt`), each prompt runs
+    once for its two responses and the LM head runs only at the positions that predict a
+    response token; otherwise one forward of the whole rows. Both give the same values to float
+    rounding (tests/models/test_shared_prompt.py).
 
     Args:
         model: a causal LM (plain or PEFT-wrapped) returning ``.logits`` (2B, T, V).
@@ -121,6 +134,28 @@ def pair_logps(
     Returns:
         log-probs ``(chosen (B,), rejected (B,))`` and token counts in the same layout.
     """
-    logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
-    summed, counts = response_logps(restrict_logits(logits, allowed_token_ids), labels)
+    summed = shared_prompt_logps(model, input_ids, attention_mask, labels, allowed_token_ids)
+    if summed is None:
+        logits = model(input_ids=input_ids, attention_mask=attention_mask, use_cache=False).logits
+        summed = response_logps(restrict_logits(logits, allowed_token_ids), labels)[0]
+    counts = (labels[:, 1:] != IGNORE_INDEX).sum(-1).float()
     return PairLogps(*summed.chunk(2)), PairLogps(*counts.chunk(2))
+
+
+def shared_prompt_logps(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    labels: torch.Tensor,
+    allowed_token_ids: torch.Tensor | None = None,
+) -> torch.Tensor | None:
+    """(2B,) summed response log-probs with each prompt run once and the LM head applied only
+    where it predicts a response token; None where :func:`~leash.models.shared_prompt.shared_split`
+    says the whole rows should run."""
+    split = shared_split(model, input_ids, attention_mask, labels)
+    hidden = None if split is None else shared_prompt_hidden(backbone_of(model), split)
+    if hidden is None:
+        return None
+    logits = restrict_logits(lm_head_of(model)(response_predictors(*hidden)), allowed_token_ids)
+    mask = split.response_labels != IGNORE_INDEX
+    return (token_logps(logits, split.response_labels) * mask).sum(-1)

@@ -9,8 +9,8 @@ same loss and gradients (Lightning divides each micro-batch loss by k). A sum ov
 not: the accumulated gradient would be 1/k of the full batch's.
 
 Validation also scores the implicit reward model ``beta · log pi/pi_ref`` (``beta · log pi /
-length`` for SimPO) on the held-out pairs, over the whole epoch: ``eval/implicit_rm_accuracy``,
-and against the gold reward where the batch carries one.
+length`` for SimPO) on the held-out pairs, over the whole epoch (:mod:`leash.modules.evaluated`):
+``eval/implicit_rm_accuracy``, and against the gold reward where the batch carries one.
 """
 
 from __future__ import annotations
@@ -25,9 +25,9 @@ from leash.data.types import PairInputs, PreferenceBatch
 from leash.evaluation.evaluator import PolicyEvaluator
 from leash.losses.preference import preference_loss
 from leash.models.factory import disable_dropout
+from leash.models.kernels import fuse_activations
 from leash.models.logprobs import PairLogps, pair_logps
 from leash.models.reference import Reference
-from leash.modules.epoch_metrics import gather_epoch, pearson_correlation, sign_agreement
 from leash.modules.evaluated import EvaluatedModule
 from leash.modules.optim import build_optimizer
 from leash.sequences import evaluating
@@ -87,7 +87,8 @@ class DPOModule(EvaluatedModule):
             EOS); log-probs are those of the restricted policy, the one that is sampled and
             enumerated. None uses the whole vocabulary.
         evaluator: the common evaluator, run after every validation epoch.
-    Dropout is disabled in both networks (see :func:`leash.models.factory.disable_dropout`).
+    Dropout is disabled in both networks (see :func:`leash.models.factory.disable_dropout`) and
+    GPT-2's activation runs as one fused kernel (:mod:`leash.models.kernels`).
     """
 
     def __init__(
@@ -105,8 +106,7 @@ class DPOModule(EvaluatedModule):
         self.allowed_token_ids = allowed_token_ids
         for model in self.roles.values():
             disable_dropout(model)
-        self._val_margins: list[torch.Tensor] = []
-        self._val_gold_margins: list[torch.Tensor] = []
+            fuse_activations(model)
 
     @property
     def roles(self) -> dict[str, torch.nn.Module]:
@@ -124,8 +124,9 @@ class DPOModule(EvaluatedModule):
             return None
         if self.reference.precomputed:
             return batch_reference_logps(batch)
-        with torch.no_grad(), self.reference.scope() as network:
-            return pair_logps(network, *pairs, self.allowed_token_ids)[0]
+        with torch.inference_mode(), self.reference.scope() as network:
+            logps = pair_logps(network, *pairs, self.allowed_token_ids)[0]
+        return PairLogps(logps.chosen.clone(), logps.rejected.clone())  # usable by autograd
 
     def compute(self, batch: PreferenceBatch) -> DPOStep:
         """Per-pair losses, implicit rewards and policy log-probs of a batch."""
@@ -153,10 +154,16 @@ class DPOModule(EvaluatedModule):
         )
 
     def _log_step(self, step: DPOStep, stage: str, batch_size: int) -> None:
+        """Watch every training step; compute and log the metrics on logging steps only (see
+        :mod:`leash.modules.guard`), every validation step (averaged over the epoch)."""
+        if stage == "train":
+            self.watch({"train/loss": step.losses.detach().mean(),
+                        "train/rewards/chosen": step.chosen_rewards,
+                        "train/rewards/rejected": step.rejected_rewards})
+            if not self.logs_this_step():
+                return
         metrics = {f"{stage}/{name}": value for name, value in step_metrics(step).items()}
         sync = stage == "val"
-        if not sync:
-            self.watch(metrics)
         loss = metrics.pop(f"{stage}/loss")
         self.log(f"{stage}/loss", loss, prog_bar=True, batch_size=batch_size, sync_dist=sync)
         self.log_dict(metrics, batch_size=batch_size, sync_dist=sync)
@@ -169,32 +176,7 @@ class DPOModule(EvaluatedModule):
     def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
         step = self.compute(batch)
         self._log_step(step, "val", len(batch))
-        margins = step.chosen_rewards - step.rejected_rewards
-        self._val_margins.append(margins)
-        if batch.chosen_gold_reward is None or batch.rejected_gold_reward is None:
-            self._val_gold_margins.append(torch.full_like(margins, float("nan")))
-        else:
-            gold = batch.chosen_gold_reward - batch.rejected_gold_reward
-            self._val_gold_margins.append(gold.to(margins))
-
-    def on_validation_epoch_start(self) -> None:
-        self._val_margins.clear()
-        self._val_gold_margins.clear()
-
-    def heldout_metrics(self) -> dict[str, torch.Tensor]:
-        """The implicit reward model scored over the whole (gathered) validation epoch."""
-        if not self._val_margins:
-            return {}
-        margins = gather_epoch(self, self._val_margins)
-        gold = gather_epoch(self, self._val_gold_margins)
-        metrics = {"eval/implicit_rm_accuracy": (margins > 0).float().mean()}
-        agreement = sign_agreement(margins, gold)
-        if agreement is not None:
-            metrics["eval/implicit_rm_gold_accuracy"] = agreement
-        corr = pearson_correlation(margins, gold)
-        if corr is not None:
-            metrics["eval/implicit_rm_gold_corr"] = corr
-        return metrics
+        self.record_heldout_pairs(step.chosen_rewards, step.rejected_rewards, batch)
 
     def configure_optimizers(self):
         return build_optimizer(self.policy.parameters(), self.algo)

@@ -49,10 +49,26 @@ def pearson_correlation(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor | None
     return ((x * y).sum() / scale).float()
 
 
-def gather_epoch(module: lightning.LightningModule, chunks: list[torch.Tensor]) -> torch.Tensor:
-    """Concatenate per-step values and gather them from every process into one flat tensor.
+def gather_epoch(
+    module: lightning.LightningModule, chunks: list[torch.Tensor], rows: list[torch.Tensor]
+) -> torch.Tensor:
+    """Concatenate per-step values, gather them from every process, and keep one value per row.
 
-    Every process must hold the same number of values (true for DistributedSampler's padded
-    shards).
+    Under DDP the data module's sampler pads the shards to one length by repeating the first
+    rows of the epoch (as ``DistributedSampler`` does), so that every process holds as many
+    values; a row seen twice is counted once here, and the values come in row order, as one
+    process gives them.
+
+    Args:
+        module: the module whose strategy gathers.
+        chunks: per-step values, (B_i,) each.
+        rows: per-step row ids of those values, (B_i,) each (e.g. ``batch.index``).
+    Returns:
+        (N,) the values of the N distinct rows of every process, by row id.
     """
-    return module.all_gather(torch.cat(chunks)).flatten()
+    values = module.all_gather(torch.cat(chunks)).flatten()
+    ids = module.all_gather(torch.cat(rows)).flatten()
+    ids, order = ids.sort(stable=True)
+    first = torch.ones_like(ids, dtype=torch.bool)
+    first[1:] = ids[1:] != ids[:-1]
+    return values[order][first]

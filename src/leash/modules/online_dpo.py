@@ -42,6 +42,11 @@ number generators, which sampling draws from, so a resumed run samples what the 
 one did. An iterative round's preference set and statistics travel in the checkpoint, and a
 moved reference is in the weights, so a run resumed mid-round trains on the same set.
 
+Validation is DPO's, on the held-out pairs of the shared data (its ``prompts`` view validates
+on them): ``val/loss``, ``val/rewards/*``, ``val/logps/*`` and the implicit reward model
+``eval/implicit_rm_*`` against the module's reference (with ``reference_update=last_round``,
+the latest round's: the reward that round's loss trained).
+
 Metrics, beside DPO's (over the step's untied pairs): ``train/objective/scores`` (mean
 penalised score of the round's sampled responses, PPO's name), ``train/pairs/ties``,
 ``train/pairs/tie_fraction`` (ties per prompt), ``train/pairs/trained`` (pairs in this step),
@@ -254,9 +259,11 @@ class OnlineDPOModule(DPOModule):
         self.log_dict(metrics, on_step=True, on_epoch=False, batch_size=batch_size)
 
     # ------------------------------------------------------------------- lightning hooks
-    def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
-        """Nothing per batch (the validation data are prompts): the loop exists so that the
-        evaluator runs at its end, as for PPO."""
+    def validation_step(self, batch: PreferenceBatch | PromptBatch, batch_idx: int) -> None:
+        """DPO's validation on the held-out pairs (``val/*`` and the implicit reward model); an
+        SFT corpus, which has none, validates on prompts: nothing to score."""
+        if isinstance(batch, PreferenceBatch):
+            super().validation_step(batch, batch_idx)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep an iterative round's preference set and statistics with the weights."""

@@ -32,9 +32,11 @@ module (:mod:`leash.modules.guard`). The exception leaves ``training_step`` befo
 ``on_train_batch_end``, where ``ModelCheckpoint`` saves, so the last checkpoint on disk stays the
 last good one. PPO records no loss trend (see :mod:`leash.modules.guard`).
 
-Validation: PPO has nothing cheap to validate per batch; ``validation_step`` is empty on purpose.
-The loop (``limit_val_batches=1`` makes it free) ends with the common evaluator sampling the
-policy (:mod:`leash.modules.evaluated`).
+Validation: the data module's ``prompts`` view validates on the held-out preference pairs, where
+``validation_step`` scores the policy as an implicit reward model, ``kl_coef · log pi/pi_ref``
+(:func:`~leash.modules.ppo_stats.implicit_rewards`): ``eval/implicit_rm_accuracy`` and its gold
+companions, as DPO logs them. The loop ends with the common evaluator sampling the policy
+(:mod:`leash.modules.evaluated`).
 
 Dropout is disabled in every network (as TRL does for PPO): rollout-time and update-time
 forwards must agree for the first ratio to be exactly 1.
@@ -42,7 +44,6 @@ forwards must agree for the first ratio to be exactly 1.
 
 from __future__ import annotations
 
-import functools
 from typing import Any, NamedTuple
 
 import torch
@@ -52,10 +53,9 @@ from leash.config import (
     LossType,
     PPOConfig,
     exact_div,
-    optimizer_steps,
     updates_per_step,
 )
-from leash.data.types import PromptBatch
+from leash.data.types import PreferenceBatch, PromptBatch
 from leash.evaluation.evaluator import PolicyEvaluator
 from leash.losses.advantages import MovingAverageBaseline
 from leash.losses.kl import AdaptiveKLController, FixedKLController, KLController
@@ -64,9 +64,10 @@ from leash.models.factory import disable_dropout
 from leash.models.policy_critic import PolicyCritic
 from leash.modules.evaluated import EvaluatedModule
 from leash.modules.guard import check_finite
-from leash.modules.optim import lr_multiplier
+from leash.modules.optim import adamw_with_schedule, policy_critic_groups
 from leash.modules.ppo_stats import (
     MinibatchStats,
+    implicit_rewards,
     reduce_metrics,
     rollout_metrics,
     stopwatch,
@@ -360,8 +361,14 @@ class PPOModule(EvaluatedModule):
         return updates
 
     # ------------------------------------------------------------------- lightning hooks
-    def validation_step(self, batch: PromptBatch, batch_idx: int) -> None:
-        """Nothing per batch: the loop exists so the evaluator callback runs at its end."""
+    def validation_step(self, batch: PreferenceBatch | PromptBatch, batch_idx: int) -> None:
+        """Record the policy's implicit rewards (``beta = algo.kl_coef``) of held-out pairs; an
+        SFT corpus, which has none, validates on prompts: nothing to score."""
+        if isinstance(batch, PreferenceBatch):
+            rewards = implicit_rewards(
+                self.policy_critic, batch, self.algo.kl_coef, self.allowed_token_ids
+            )
+            self.record_heldout_pairs(rewards.chosen, rewards.rejected, batch)
 
     def train(self, mode: bool = True) -> PPOModule:
         """Switch the trained networks' mode; frozen ones stay in eval mode."""
@@ -375,24 +382,9 @@ class PPOModule(EvaluatedModule):
         """One AdamW, a param group per network (policy at ``lr``, critic at ``critic_lr``; no
         critic group without a critic), and a per-step schedule over :func:`optimizer_steps`."""
         policy_params, critic_params = self.policy_critic.parameter_groups()
-        algo = self.algo
-        groups = [{"params": policy_params, "lr": algo.lr, "name": "policy"}]
-        if self.policy_critic.has_critic:
-            groups.append({"params": critic_params, "lr": algo.critic_lr, "name": "critic"})
-        optimizer = torch.optim.AdamW(
-            groups,
-            betas=tuple(algo.adam_betas),
-            weight_decay=algo.weight_decay,
-        )
-        multiplier = functools.partial(
-            lr_multiplier,
-            warmup_steps=algo.warmup_steps,
-            max_steps=optimizer_steps(algo),
-            scheduler=algo.scheduler,
-            min_lr_ratio=algo.min_lr_ratio,
-        )
-        schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, multiplier)
-        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+        critic = critic_params if self.policy_critic.has_critic else None
+        groups = policy_critic_groups(policy_params, critic, self.algo)
+        return adamw_with_schedule(groups, self.algo)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         """Keep the (possibly adapted) KL coefficient, and REINFORCE's baseline, with the

@@ -1,4 +1,5 @@
-"""PPO bookkeeping beside the loop: minibatch diagnostics, rollout statistics, timing, reduction.
+"""PPO bookkeeping beside the loop: minibatch diagnostics, rollout statistics, timing, reduction,
+and the policy's implicit rewards on held-out pairs.
 
 Metric definitions follow TRL's PPO trainer and summarize_from_feedback_details (the names are
 the vocabulary of ``DESIGN.md``); every figure is reduced over processes in one all-reduce.
@@ -15,8 +16,11 @@ from typing import NamedTuple
 
 import torch
 
+from leash.data.types import PreferenceBatch
 from leash.losses.kl import kl_penalty
 from leash.losses.ppo import ShapedRewards, SumFn
+from leash.models.logprobs import PairLogps, pair_logps
+from leash.models.policy_critic import PolicyCritic
 from leash.rollout.rollout import Rollout
 
 
@@ -94,6 +98,41 @@ def update_metrics(updates: list[MinibatchStats]) -> dict[str, torch.Tensor]:
         for metric, field in sources.items()
         if critic or metric not in VALUE_METRICS
     }
+
+
+@torch.no_grad()
+def implicit_rewards(
+    models: PolicyCritic,
+    batch: PreferenceBatch,
+    beta: float,
+    allowed_token_ids: torch.Tensor | None = None,
+) -> PairLogps:
+    """The policy's implicit reward ``beta · (log pi(y|x) - log pi_ref(y|x))`` of both responses
+    of every pair, summed over response tokens.
+
+    The KL-regularised RL objective that PPO, RLOO and GRPO maximise (reward minus ``beta`` =
+    ``kl_coef`` times the KL to ``pi_ref``) has the optimum ``pi* ∝ pi_ref · exp(r / beta)``, so
+    ``beta · log pi*/pi_ref`` is ``r`` up to a prompt-only term (``-beta · log Z(x)``) that
+    cancels in a pair: the policy read as a reward model, exactly as DPO reads its own. The
+    accuracy of its ranking does not depend on ``beta > 0``. Log-probs are those of the policy
+    itself (temperature 1, as the DPO family and the evaluator read it), from the reference of
+    either memory mode (a frozen copy, or the base with its adapters disabled).
+
+    Args:
+        models: the policy and its reference.
+        batch: preference pairs.
+        beta: the KL coefficient.
+        allowed_token_ids: (A,) the policy's token restriction.
+    Returns:
+        chosen (B,) and rejected (B,) implicit rewards, float32.
+    """
+    pairs = batch.concatenated()
+    policy = pair_logps(models.policy, *pairs, allowed_token_ids)[0]
+    with models.reference.scope() as reference:
+        base = pair_logps(reference, *pairs, allowed_token_ids)[0]
+    return PairLogps(
+        beta * (policy.chosen - base.chosen), beta * (policy.rejected - base.rejected)
+    )
 
 
 @dataclass

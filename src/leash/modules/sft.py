@@ -8,6 +8,7 @@ from leash.config import SFTConfig
 from leash.data.types import SFTBatch
 from leash.evaluation.evaluator import PolicyEvaluator
 from leash.losses.logprobs import response_logps
+from leash.models.kernels import fuse_activations
 from leash.modules.evaluated import EvaluatedModule
 from leash.modules.optim import build_optimizer
 from leash.sequences import restrict_logits
@@ -43,6 +44,7 @@ class SFTModule(EvaluatedModule):
         super().__init__(evaluator)
         self.policy = policy
         self.algo = algo
+        fuse_activations(policy)  # GPT-2's activation as one kernel (leash.models.kernels)
         self.allowed_token_ids = allowed_token_ids
 
     @property
@@ -55,14 +57,24 @@ class SFTModule(EvaluatedModule):
         return sft_loss(restrict_logits(logits, self.allowed_token_ids), batch.labels)
 
     def training_step(self, batch: SFTBatch, batch_idx: int) -> torch.Tensor:
-        loss, _ = self._step(batch)
+        loss, tokens = self._step(batch)
         self.watch({"train/loss": loss})
-        self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        return loss
+        if self.logs_this_step():  # see leash.modules.guard: logging costs a millisecond a call
+            self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
+        return loss * self._token_share(tokens)
+
+    def _token_share(self, tokens: torch.Tensor) -> torch.Tensor:
+        """``processes x`` this process's share of the step's response tokens (exactly 1 in one
+        process): DDP averages the processes' gradients, which this weighting turns into the
+        gradient of the mean over every process's tokens, the loss one process would take."""
+        total = self._sum(tokens.detach().float().clone())
+        return tokens.float() * self.trainer.world_size / total.clamp(min=1)
 
     def validation_step(self, batch: SFTBatch, batch_idx: int) -> None:
-        loss, _ = self._step(batch)
-        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=len(batch))
+        loss, tokens = self._step(batch)
+        # Weighted by tokens: the epoch's figure is the mean over every held-out token, however
+        # the rows are batched or split over processes.
+        self.log("val/loss", loss, prog_bar=True, sync_dist=True, batch_size=int(tokens))
 
     def configure_optimizers(self):
         return build_optimizer(self.policy.parameters(), self.algo)
