@@ -52,3 +52,14 @@ def test_unknown_command_is_an_error():
     result = leash("trian")
     assert result.returncode == 2
     assert "unknown command" in result.stderr
+
+
+def test_logger_none_drops_the_learning_rate_monitor_that_lightning_would_refuse():
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    from leash.callbacks.progress import RunProgressBar
+    from leash.cli import _without_logger_needs
+
+    monitor, bar = LearningRateMonitor(), RunProgressBar()
+    assert _without_logger_needs([monitor, bar], loggers=[]) == [bar]
+    assert _without_logger_needs([monitor, bar], loggers=["csv"]) == [monitor, bar]

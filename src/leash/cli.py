@@ -121,14 +121,15 @@ def _train(cfg: DictConfig, typed: TrainConfig) -> None:
     from leash.logging_wandb import finishing_wandb
     from leash.modules.guard import NonFiniteError
     from leash.pipeline.recipes import run_recipe
-    from leash.runtime import set_threads
+    from leash.runtime import SeedAtSetup, set_threads
 
     _calm_console()
     set_threads(typed.threads)
     with finishing_wandb():  # the W&B run is closed even when the job raises
         lightning.seed_everything(typed.seed, workers=True)
-        callbacks = _instantiate_group(cfg.callbacks)
         loggers = _instantiate_group(cfg.logger)
+        callbacks = [SeedAtSetup(), *_instantiate_group(cfg.callbacks)]
+        callbacks = _without_logger_needs(callbacks, loggers)
         trainer = hydra.utils.instantiate(
             cfg.trainer, callbacks=callbacks, logger=loggers or False
         )
@@ -140,6 +141,14 @@ def _train(cfg: DictConfig, typed: TrainConfig) -> None:
             _fail(error, 1)
         except StageFailed as error:  # the child's own line, said again as ours
             _fail(error, error.exit_code)
+
+
+def _without_logger_needs(callbacks: list, loggers: list) -> list:
+    """The callbacks, less the learning-rate monitor when no logger is set (``logger=none``):
+    Lightning refuses to start a monitor with nowhere to log."""
+    from lightning.pytorch.callbacks import LearningRateMonitor
+
+    return [c for c in callbacks if loggers or not isinstance(c, LearningRateMonitor)]
 
 
 def _train_main(argv: Sequence[str]) -> None:

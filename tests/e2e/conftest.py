@@ -23,3 +23,14 @@ def sft_policy(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path) -> 
                  f"paths.cache_dir={shared_cache}")
     assert forked_train(run, overrides) == 0, (run.parent / "run.log").read_text()[-3000:]
     return run / "policy"
+
+
+@pytest.fixture(scope="session")
+def reward_model(tmp_path_factory: pytest.TempPathFactory, shared_cache: Path,
+                 sft_policy: Path) -> Path:
+    """A short reward-model run from the shared SFT policy, for the runs that score with one."""
+    run = tmp_path_factory.mktemp("reward") / "run"
+    overrides = ("algo=reward", "algo.max_steps=4", "eval.enabled=false",
+                 f"upstream.sft_policy={sft_policy}", f"paths.cache_dir={shared_cache}")
+    assert forked_train(run, overrides) == 0, (run.parent / "run.log").read_text()[-3000:]
+    return run / "reward_model"

@@ -14,6 +14,7 @@ the oracle enumerates. Anything that scores these samples should mask the same w
 from __future__ import annotations
 
 import inspect
+from collections.abc import Sequence
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -32,12 +33,22 @@ def _cache_keyword(model: torch.nn.Module) -> str:
     return "cache" if "cache" in inspect.signature(inner.forward).parameters else "past_key_values"
 
 
-def _sample_token(
-    logits: torch.Tensor, temperature: float, generator: torch.Generator | None
-) -> torch.Tensor:
-    """One ancestral draw per row from (B, V) logits -> (B,) token ids."""
+Generators = torch.Generator | Sequence[torch.Generator] | None
+"""The randomness of a batch: one generator for every row, one per row, or the global RNG."""
+
+
+def _sample_token(logits: torch.Tensor, temperature: float, generator: Generators) -> torch.Tensor:
+    """One ancestral draw per row from (B, V) logits -> (B,) token ids.
+
+    With one generator per row, row i's token is ``argmax(p_i / e_i)`` for ``e_i`` i.i.d.
+    Exp(1) noise from its own generator: a draw from ``p_i`` (the exponential race, the same one
+    ``torch.multinomial`` runs for one sample) that does not depend on the other rows.
+    """
     probs = torch.softmax(logits.float() / temperature, dim=-1)
-    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    if generator is None or isinstance(generator, torch.Generator):
+        return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
+    noise = torch.stack([torch.empty_like(probs[0]).exponential_(generator=g) for g in generator])
+    return (probs / noise.clamp(min=torch.finfo(noise.dtype).tiny)).argmax(dim=-1)
 
 
 @torch.no_grad()
@@ -49,12 +60,13 @@ def generate(
     eos_token_id: int,
     pad_token_id: int,
     temperature: float = 1.0,
-    generator: torch.Generator | None = None,
+    generator: Generators = None,
     allowed_token_ids: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Sample a continuation of every prompt with a KV-cached loop, in eval mode.
 
-    Reproducible: all randomness comes from ``generator`` (on the model's device), or from the
+    Reproducible: all randomness comes from ``generator`` (on the model's device): one for the
+    batch, or one per row (a row's response then depends on its own generator only), or the
     global torch RNG when it is None. Generation stops early once every row has emitted EOS.
 
     Args:
@@ -65,7 +77,7 @@ def generate(
         eos_token_id: the token that ends a response.
         pad_token_id: written after EOS.
         temperature: divides the logits before the softmax (> 0).
-        generator: source of randomness.
+        generator: source of randomness (see above).
         allowed_token_ids: (A,) restricts the policy to these tokens (see
             :func:`leash.sequences.restrict_logits`).
     Returns:

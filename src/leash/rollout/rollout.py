@@ -3,7 +3,9 @@
 Two named steps, timed separately by the PPO loop:
 
 - :func:`sample` draws ``samples_per_prompt`` responses per prompt with the shared KV-cached
-  sampler (:func:`leash.rollout.generation.generate`), giving :class:`Responses`;
+  sampler (:func:`leash.rollout.generation.generate`), giving :class:`Responses`; each row draws
+  from its own generator (:func:`row_generators`), so a prompt's responses do not depend on
+  how the prompts are batched or split over processes;
 - :func:`score_rollout` adds what the update needs, all under ``torch.no_grad`` and eval mode
   (no dropout): per-token log-probs and entropies under the sampling policy, reference
   log-probs, critic values (none for a critic-free estimator), and the sequence score of a
@@ -21,6 +23,7 @@ tokens (right padded; the mask covers the EOS token). Every per-token tensor is 
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, fields
@@ -98,6 +101,41 @@ class Rollout(Responses):
 
 
 # ----------------------------------------------------------------------------------- functions
+def row_generators(
+    prompt_ids: torch.Tensor,
+    prompt_mask: torch.Tensor,
+    samples_per_prompt: int,
+    generator: torch.Generator | None = None,
+) -> list[torch.Generator]:
+    """One generator per rollout row, seeded from the call's base seed (one draw of
+    ``generator``, the global RNG when None), the prompt's real tokens and the sample's number.
+
+    A prompt's responses then depend on the prompt and the base only, not on which prompts
+    share its batch or its process: N processes sampling a global batch by shards draw what one
+    process draws for all of it, as long as their generators agree (seeded alike, and drawn
+    from as often; ``leash train`` seeds every process with the run's seed). Two copies of one
+    prompt in a call would draw alike: the data module's prompt views are deduplicated.
+
+    Args:
+        prompt_ids: (N, P) left-padded prompts.
+        prompt_mask: (N, P) 1 on real prompt tokens.
+        samples_per_prompt: rows per prompt (adjacent).
+        generator: source of the base seed.
+    Returns:
+        N * samples_per_prompt generators on the prompts' device, in row order.
+    """
+    device = prompt_ids.device if generator is None else generator.device
+    base = int(torch.randint(2**62, (1,), generator=generator, device=device))
+    generators = []
+    for ids, mask in zip(prompt_ids.tolist(), prompt_mask.tolist(), strict=True):
+        tokens = [token for token, real in zip(ids, mask, strict=True) if real]
+        for index in range(samples_per_prompt):
+            digest = hashlib.blake2b(repr((base, index, tokens)).encode(), digest_size=8)
+            seed = int.from_bytes(digest.digest(), "little") >> 1  # manual_seed takes < 2**63
+            generators.append(torch.Generator(device=prompt_ids.device).manual_seed(seed))
+    return generators
+
+
 @torch.no_grad()
 def sample(
     policy: torch.nn.Module,
@@ -124,10 +162,12 @@ def sample(
         eos_token_id: ends a response.
         pad_token_id: fills responses after EOS.
         allowed_token_ids: (A,) restrict the policy to these tokens.
-        generator: source of randomness (the global RNG when None).
+        generator: source of the base seed of :func:`row_generators` (the global RNG when
+            None), from which each row's randomness is derived.
     Returns:
         Responses with B = N * samples_per_prompt rows.
     """
+    rows = row_generators(prompt_ids, prompt_mask, samples_per_prompt, generator)
     prompt_ids = prompt_ids.repeat_interleave(samples_per_prompt, dim=0)
     prompt_mask = prompt_mask.repeat_interleave(samples_per_prompt, dim=0)
     response_ids, response_mask = generate(
@@ -138,7 +178,7 @@ def sample(
         eos_token_id,
         pad_token_id,
         temperature=temperature,
-        generator=generator,
+        generator=rows,
         allowed_token_ids=allowed_token_ids,
     )
     eos_found = ((response_ids == eos_token_id) & (response_mask > 0)).any(dim=1)
