@@ -36,6 +36,9 @@ class TaskConfig:
     """Preference pairs sampled from the SFT policy per train prompt."""
     label_temperature: float = non_negative(1.0)
     """Bradley-Terry temperature of the preference labels; 0 gives deterministic labels."""
+    pair_coverage: float = field(default=1.0, metadata={"gt": 0, "le": 1})
+    """Share of all responses the preference pairs may hold: a seeded random subset, the same for
+    every prompt; a sampled pair with a response outside it is sampled again. 1: every response."""
     eval_fraction: float = field(default=0.25, metadata={"gt": 0, "lt": 1})
     """Fraction of the prompts held out for evaluation."""
     seed: int = seed_field(0)

@@ -7,10 +7,15 @@ words, which the text cannot tell apart), and, at T = 0, ties in gold reward. Pr
 pairs fell short are sampled again, twice as many samples per missing pair each round, up to
 ``MAX_ROUNDS`` rounds; what is still missing then (a policy that only ever writes one response)
 is reported with a warning, never padded.
+
+Coverage (after Xu et al. 2024): a ``keep`` predicate restricts the pairs to a subset of
+responses; a sampled pair with a response outside it is dropped like a tie, and sampled again.
+:func:`in_subset` is the task's subset: each response in or out by a seeded hash, independently.
 """
 
 from __future__ import annotations
 
+import hashlib
 import warnings
 from collections.abc import Callable, Sequence
 
@@ -22,6 +27,8 @@ from leash.data.types import SampleFn
 MAX_ROUNDS = 6
 RewardFn = Callable[[Sequence[str], Sequence[Sequence[str]], Sequence[bool]], np.ndarray]
 """``reward_fn(prompts, response_words, ended) -> (B,) gold rewards``."""
+KeepFn = Callable[[str, bool], bool]
+"""``keep(text, ended)``: whether a response may appear in a pair."""
 
 PAIR_COLUMNS = (
     "prompt",
@@ -48,6 +55,18 @@ def bradley_terry_wins(
     return rng.random(len(reward_a)) < prob_a
 
 
+def in_subset(text: str, ended: bool, fraction: float, seed: int) -> bool:
+    """Whether a response lies in the seeded random subset holding ``fraction`` of all responses.
+
+    Its hash ``u = sha256(seed, ended, text)`` read as a number in [0, 1) must be below
+    ``fraction``: each response is in with probability ``fraction``, independently of the
+    others, and the subsets of one seed are nested (a smaller fraction keeps a subset of a
+    larger one's responses); ``fraction = 1`` keeps every response.
+    """
+    digest = hashlib.sha256(f"{seed}\n{int(ended)}\n{text}".encode()).digest()
+    return int.from_bytes(digest[:8], "big") / 2**64 < fraction
+
+
 def label_pairs(
     prompts: list[str],
     sample_fn: SampleFn,
@@ -55,10 +74,12 @@ def label_pairs(
     pairs_per_prompt: int,
     temperature: float,
     rng: np.random.Generator,
+    keep: KeepFn | None = None,
 ) -> Dataset:
     """Sample, pair and label responses until every prompt has ``pairs_per_prompt`` pairs.
 
-    Rows come grouped by prompt, in prompt order; columns are ``PAIR_COLUMNS``.
+    ``keep`` (None: every response) drops a sampled pair unless both responses pass it. Rows
+    come grouped by prompt, in prompt order; columns are ``PAIR_COLUMNS``.
     """
     missing = [pairs_per_prompt] * len(prompts)
     rows: list[list[dict]] = [[] for _ in prompts]
@@ -77,7 +98,7 @@ def label_pairs(
             (index, first, second)
             for index, drawn in by_prompt.items()
             for first, second in zip(drawn[0::2], drawn[1::2], strict=False)
-            if first[0] != second[0]
+            if first[0] != second[0] and (keep is None or (keep(*first) and keep(*second)))
         ]
         if not candidates:
             continue
@@ -95,7 +116,8 @@ def label_pairs(
     if sum(missing):
         warnings.warn(
             f"{sum(missing)} preference pairs missing after {MAX_ROUNDS} rounds of sampling "
-            f"(identical responses or ties); kept {sum(map(len, rows))}",
+            f"(identical responses, ties{'' if keep is None else ' or responses not kept'}); "
+            f"kept {sum(map(len, rows))}",
             stacklevel=2,
         )
     flat = [row for group in rows for row in group]

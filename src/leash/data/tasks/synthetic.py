@@ -25,7 +25,7 @@ from transformers import PreTrainedTokenizerFast
 
 from leash.config import TaskConfig
 from leash.data.tasks.behaviour import BehaviourChain
-from leash.data.tasks.pairs import label_pairs
+from leash.data.tasks.pairs import in_subset, label_pairs
 from leash.data.tasks.reward import GoldReward
 from leash.data.tasks.vocabulary import TokenIds
 from leash.data.types import SampleFn
@@ -187,15 +187,23 @@ class SyntheticTask:
         text = [" ".join(self.response_words[w] for w in response) for response in responses]
         return Dataset.from_dict({"prompt": prompts, "response": text, "ended": ended})
 
+    def in_pair_support(self, text: str, ended: bool) -> bool:
+        """Whether a response may appear in a preference pair: it lies in the task's random
+        subset of ``pair_coverage`` of all responses (:func:`.pairs.in_subset`, task seed)."""
+        return in_subset(text, ended, self.config.pair_coverage, self.config.seed)
+
     def preference_pairs(self, sample_fn: SampleFn) -> DatasetDict:
         """DPO-paper preference pairs from a sampler of the SFT policy (see :mod:`.pairs`).
 
         Splits ``train`` (train prompts) and ``test`` (held-out prompts), ``pairs_per_prompt``
         pairs per prompt, labelled by Bradley-Terry on the gold reward at ``label_temperature``
-        with a seeded label stream. Columns: ``prompt``, ``chosen``, ``rejected``,
-        ``chosen_gold_reward``, ``rejected_gold_reward``, ``chosen_ended``, ``rejected_ended``.
+        with a seeded label stream, both responses in the pair support
+        (:meth:`in_pair_support`) when ``pair_coverage < 1``. Columns: ``prompt``, ``chosen``,
+        ``rejected``, ``chosen_gold_reward``, ``rejected_gold_reward``, ``chosen_ended``,
+        ``rejected_ended``.
         """
         cfg = self.config
+        keep = self.in_pair_support if cfg.pair_coverage < 1 else None
         splits = {"train": self.train_prompts, "test": self.heldout_prompts}
         return DatasetDict(
             {
@@ -206,6 +214,7 @@ class SyntheticTask:
                     cfg.pairs_per_prompt,
                     cfg.label_temperature,
                     _stream(cfg.seed, _PAIRS, index),
+                    keep,
                 )
                 for index, (name, prompts) in enumerate(splits.items())
             }
