@@ -57,7 +57,7 @@ HAND_WRITTEN = [
     case("algo=ppo", "+algo.loss=sigmoid"),
     case("algo=reward", "+algo.beta=0.1"),
     case("algo.bogus=1"),
-    # The support matrix (leash.config.support): every cell is in tests/config/test_support_matrix.py.
+    # The support matrix (leash.config.support); every cell: tests/config/test_support_matrix.py.
     case("trainer=fsdp", key="trainer.strategy"),
     case("algo=ppo", "trainer=fsdp", key="trainer.strategy"),
     case("trainer=deepspeed_zero2", "trainer.accelerator=cpu", key="trainer.accelerator"),
