@@ -153,8 +153,8 @@ BLOCKS = generated_blocks()
 def test_the_readmes_have_their_generated_blocks():
     names = {name for _, name, _ in BLOCKS}
     assert {"compare_summary", "reward_kl_frontier", "reference_modes", "beta_lr_grid",
-            "stability", "online_vs_offline", "sft_cold_vs_cached",
-            "real_text_offline"} <= names, names
+            "stability", "online_vs_offline", "overoptimization", "coverage",
+            "support_matrix", "sft_cold_vs_cached", "real_text_offline"} <= names, names
 
 
 @pytest.mark.parametrize("readme, name, text", BLOCKS,
