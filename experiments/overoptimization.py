@@ -403,8 +403,9 @@ def main() -> int:
     policy = json.loads((sft.folder / "artifacts.json").read_text())["cached_policy"]
     runs = runs_of(runs_dir, policy, args.overrides)
     trained = run_all(list(runs.values()), runs_dir / "cache", args.jobs)
-    # the machine's 5-minute load average as training ended (a resume keeps the last figure)
-    load = f"{os.getloadavg()[1]:.1f}" if trained >= 300 else _last_load(args.out)
+    # the machine's 5-minute load average as training ended (a rerun that trained nothing
+    # keeps the figure of the invocation that did)
+    load = f"{os.getloadavg()[1]:.1f}" if trained > 0 else _last_load(args.out)
     folders = [sft.folder] + [run.folder for run in runs.values()]
     failed = [str(folder) for folder in folders if status_of(folder) != "finished"]
     if failed:

@@ -58,6 +58,8 @@ CITED_TABLE = re.compile(r"^<!-- results: (\S+) -->\n((?:\|.*\n)+)", re.M)
 def _refreshed_cell(shown: str, header: str, row: dict[str, str]) -> str:
     """A cell with its figures taken from the CSV row, at the digits it shows (a blank cell
     the CSV now fills gets three decimals; a figure the CSV no longer has becomes blank)."""
+    if header in row and row[header] and not NUMBER.fullmatch(row[header]):
+        return row[header]  # text (a name, a count like 45/60): shown as the CSV holds it
     if shown == "":
         spread = f"{header} mean" in row and header not in row
         if not spread and not NUMBER.fullmatch(row.get(header, "") or "x"):

@@ -177,15 +177,17 @@ def test_a_generated_block_goes_stale_when_a_committed_figure_changes(tmp_path):
 
 def test_the_writer_refreshes_a_cited_table_to_what_the_check_accepts(tmp_path):
     results = tmp_path / "results.csv"
-    results.write_text("method,kind,gold reward mean,gold reward ci95,peak memory (MiB),gap\n"
-                       "dpo,offline,0.6592,0.0123,883.08,\nppo,online,0.7001,0.0321,901.4,0.2557\n")
+    results.write_text("method,kind,gold reward mean,gold reward ci95,peak memory (MiB),gap,below\n"
+                       "dpo,offline,0.6592,0.0123,883.08,,45/60\n"
+                       "ppo,online,0.7001,0.0321,901.4,0.2557,3/60\n")
     readme = tmp_path / "README.md"
     stale = ("<!-- results: results.csv -->\n| method | kind | gold reward | peak memory (MiB) | "
-             "gap |\n|---|---|---:|---:|---:|\n| dpo | offline | 0.600 ± 0.100 | 800 | 0.111 |\n"
-             "| ppo | online | 0.5 ± 0.1 | 900.0 |  |\n")
+             "gap | below |\n|---|---|---:|---:|---:|---:|\n"
+             "| dpo | offline | 0.600 ± 0.100 | 800 | 0.111 | 48/60 |\n"
+             "| ppo | online | 0.5 ± 0.1 | 900.0 |  | 3/60 |\n")
     fresh = WRITER.refresh_tables(stale, tmp_path)
-    assert fresh.splitlines()[3:] == ["| dpo | offline | 0.659 ± 0.012 | 883 |  |",
-                                      "| ppo | online | 0.7 ± 0.0 | 901.4 | 0.256 |"]
+    assert fresh.splitlines()[3:] == ["| dpo | offline | 0.659 ± 0.012 | 883 |  | 45/60 |",
+                                      "| ppo | online | 0.7 ± 0.0 | 901.4 | 0.256 | 3/60 |"]
     readme.write_text(fresh)
     (table,) = tables_of(readme)
     assert problems_of(table) == []
