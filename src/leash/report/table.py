@@ -178,8 +178,8 @@ COLUMNS: list[Column] = [
         unit="",
         read=_preference_accuracy,
         fmt=".3f",
-        source="accuracy on held-out preference pairs: eval/implicit_rm_accuracy for the DPO "
-        "family, val/accuracy for reward models",
+        source="accuracy on held-out preference pairs: eval/implicit_rm_accuracy for every "
+        "policy (its implicit reward β·log π/π_ref), val/accuracy for reward models",
     ),
     Column(
         name="gold accuracy",
