@@ -34,7 +34,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from datasets import load_from_disk  # noqa: E402
-from run_pool import Run, run_all, study_arguments, training_span  # noqa: E402
+from run_pool import Run, run_all, study_arguments, training_span, write_csv  # noqa: E402
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from leash.config import TaskConfig  # noqa: E402
@@ -207,13 +207,6 @@ def support_row(support: Support) -> dict[str, str]:
         "responses in the pairs": str(int(support.anywhere.sum())),
         "responses per prompt in its pairs": f"{float(support.own.sum(-1).double().mean()):.2f}",
     }
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def read_csv(path: Path) -> list[dict[str, str]]:

@@ -38,7 +38,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from run_pool import Run, run_all, study_arguments, training_span  # noqa: E402
+from run_pool import Run, run_all, study_arguments, training_span, write_csv  # noqa: E402
 
 from leash.report.plots import points_above_frontier  # noqa: E402
 from leash.report.runs import FINISHED, RunRecord, read_run  # noqa: E402
@@ -141,13 +141,6 @@ def budget_rows(cells: list[Cell], frontier) -> list[dict[str, str]]:
             row[f"best at KL {budget:g}"] = "" if best is None else best.strength
         rows.append(row)
     return rows
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def plot(cells: list[Cell], frontier, path: Path) -> None:

@@ -39,7 +39,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import transformers  # noqa: E402
-from run_pool import Run, run_all, status_of, study_arguments, training_span  # noqa: E402
+from run_pool import Run, run_all, status_of, study_arguments, training_span, write_csv  # noqa: E402
 
 from leash.config import ModelConfig, TaskConfig  # noqa: E402
 from leash.data.tasks import SyntheticTask  # noqa: E402
@@ -224,13 +224,6 @@ def result_rows(points: list[Point], accuracy: dict[str, float], pairs: dict[str
              "ranking accuracy": f"{accuracy[rm]:.4f}",
              **fit_columns([p for p in points if p.rm == rm]),
              **peak_columns([p for p in points if p.rm == rm])} for rm in FRACTIONS]  # fmt: skip
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def plot(points: list[Point], rows: list[dict[str, str]], frontier: FrontierCurve, path: Path):

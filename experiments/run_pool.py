@@ -7,6 +7,7 @@ holds metrics.json is not trained again, so rerunning a study trains only what i
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import math
 import subprocess
@@ -93,3 +94,11 @@ def training_span(folders: Sequence[Path]) -> float:
             ends.append(metrics.stat().st_mtime)
             starts.append(ends[-1] - float(wall))
     return max(ends) - min(starts) if ends else math.nan
+
+
+def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
+    """A study's table: one CSV row per dict, the first dict's keys as the header."""
+    with path.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)

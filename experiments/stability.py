@@ -41,7 +41,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from run_pool import Run, run_all, status_of, study_arguments, training_span  # noqa: E402
+from run_pool import Run, run_all, status_of, study_arguments, training_span, write_csv  # noqa: E402
 
 
 @dataclass(frozen=True)
@@ -207,13 +207,6 @@ def summary_row(grid: Grid, cells: list[Cell]) -> dict[str, str]:
         "best cell (gain)": "" if best is None else f"{best.label} ({best.gain:.3f})",
         "run time (s, sum)": f"{sum(o.wall_s for o in runs if math.isfinite(o.wall_s)):.0f}",
     }
-
-
-def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
-    with path.open("w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        writer.writeheader()
-        writer.writerows(rows)
 
 
 def cell_rows(cells: list[Cell]) -> list[dict[str, str]]:
