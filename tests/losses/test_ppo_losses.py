@@ -261,6 +261,20 @@ def test_clipped_value_loss_inside_the_range_is_plain_half_mse() -> None:
     _close(out.clipfrac, 0.0)
 
 
+def test_value_clip_fraction_counts_no_rounding_inside_the_range() -> None:
+    # Inside the range V_old + (V - V_old) is V up to a rounding, which can make the "clipped"
+    # error exceed the unclipped one by an ulp: the clip is not active there and must not count.
+    generator = torch.Generator().manual_seed(0)
+    values = 0.1 * torch.randn(64, 32, generator=generator)  # near 0: V - V_old rounds often
+    old_values = values + 0.19 * (2 * torch.rand(64, 32, generator=generator) - 1)
+    returns = torch.randn(64, 32, generator=generator)
+    rounded_larger = (old_values + (values - old_values) - returns).square() > (
+        values - returns).square()
+    assert rounded_larger.float().mean() > 0.01, "no rounding here: the test would test nothing"
+    out = clipped_value_loss(values, old_values, returns, torch.ones(64, 32), 0.2)
+    assert out.clipfrac == 0.0
+
+
 # ----------------------------------------------------------------------------------- entropy
 def test_entropy_of_a_uniform_distribution_is_log_vocab() -> None:
     # any constant logits give the uniform distribution over 5 tokens: ln 5 = 1.6094379

@@ -298,7 +298,8 @@ class ValueLossOutput(NamedTuple):
     loss: torch.Tensor
     """Scalar loss to minimise."""
     clipfrac: torch.Tensor
-    """Scalar fraction of real tokens where the clipped error was the larger."""
+    """Scalar fraction of real tokens where V left the range and the clipped error was the
+    larger (the loss's clipped branch)."""
 
 
 def clipped_value_loss(
@@ -319,12 +320,14 @@ def clipped_value_loss(
     Returns:
         ValueLossOutput(loss, clipfrac), both scalars.
     """
-    clipped_values = old_values + (values - old_values).clamp(-clip_range_value, clip_range_value)
+    step = values - old_values
+    clipped_values = old_values + step.clamp(-clip_range_value, clip_range_value)
     unclipped_error = (values - returns).square()
     clipped_error = (clipped_values - returns).square()
     loss = 0.5 * masked_mean(torch.maximum(unclipped_error, clipped_error), mask)
-    with torch.no_grad():
-        clipfrac = masked_mean((clipped_error > unclipped_error).float(), mask)
+    with torch.no_grad():  # inside the range the two errors differ by rounding only: not a clip
+        clipped = (step.abs() > clip_range_value) & (clipped_error > unclipped_error)
+        clipfrac = masked_mean(clipped.float(), mask)
     return ValueLossOutput(loss, clipfrac)
 
 

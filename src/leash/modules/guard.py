@@ -191,6 +191,16 @@ class GuardedModule(lightning.LightningModule):
         """Mean over processes (the identity in one process)."""
         return self.trainer.strategy.reduce(tensor, reduce_op="mean")
 
+    def share_of_processes(self, count: torch.Tensor | float) -> torch.Tensor:
+        """``processes x`` this process's share of a count summed over every process (exactly 1
+        in one process; 0 on every process when the total is 0). A loss averaged over this
+        process's own items (tokens, pairs) times its share is, once DDP averages the processes'
+        gradients, the mean over every process's items: the loss one process takes of the whole
+        batch. A collective: every process calls it, with or without items."""
+        count = torch.as_tensor(count, dtype=torch.float32, device=self.device)
+        total = self._sum(count.detach().clone())
+        return count * self.trainer.world_size / total.clamp(min=1)
+
     def guard_where(self) -> str:
         """The start of a NonFiniteError message: the algorithm and the optimizer step about to
         be taken (``global_step``, the step the loggers record this step's metrics at)."""

@@ -35,7 +35,9 @@ itself (temperature 1), the distribution the evaluator measures.
 Steps: automatic optimisation, one optimizer step per training step, so ``global_step`` counts
 steps and a step's round is ``global_step // steps_per_round``. A step with no untied pair
 still steps (every process must, under DDP) with a zero loss: zero gradients, although AdamW's
-moments and weight decay still move the weights a little; ``pairs/trained`` says 0.
+moments and weight decay still move the weights a little; ``pairs/trained`` says 0. Under DDP
+the loss is the mean over every process's pairs (processes tie different numbers of pairs), so
+two processes train what one process given both halves trains.
 
 Resume: :class:`~leash.callbacks.resume.ResumeCheckpoint` saves between steps with the random
 number generators, which sampling draws from, so a resumed run samples what the uninterrupted
@@ -199,11 +201,12 @@ class OnlineDPOModule(DPOModule):
             int(pairs.chosen_attention_mask.sum() + pairs.rejected_attention_mask.sum()),
             len(pairs),
         )
+        share = self.share_of_processes(len(pairs))  # every process, before any returns
         if len(pairs) == 0:  # every prompt tied: a step with zero gradients (module docstring)
             return sum(p.sum() for p in self.policy.parameters() if p.requires_grad) * 0.0
         step = self.compute(pairs)
         self._log_step(step, "train", len(pairs))
-        return step.losses.mean()
+        return step.losses.mean() * share  # the mean over every process's pairs
 
     def start_round(self, batch: PromptBatch) -> None:
         """Move the reference if asked, then sample and label this round's pairs: those of the

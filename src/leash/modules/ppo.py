@@ -74,6 +74,7 @@ from leash.modules.ppo_stats import (
     update_metrics,
 )
 from leash.rollout.advantages import advantages, policy_loss, shape, tokens_per_update
+from leash.rollout.minibatches import process_minibatches
 from leash.rollout.rewards import RewardFn
 from leash.rollout.rollout import Responses, Rollout, sample, score_rollout
 
@@ -90,6 +91,18 @@ def minibatch_size(rollout_size: int, num_minibatches: int) -> int:
 
 
 # ------------------------------------------------------------------------------- minibatches
+class ProcessShares(NamedTuple):
+    """Weights of this process's part of a minibatch (exactly 1 in one process): a mean over
+    its part times its share is, averaged over the processes, the mean over the whole
+    minibatch (:meth:`~leash.modules.guard.GuardedModule.share_of_processes`)."""
+
+    tokens: torch.Tensor
+    """Of every token mean: the losses' and the diagnostics'."""
+    loss: torch.Tensor
+    """Of the policy loss: by ``algo.loss_type``, its tokens (bnpo), its rows (grpo) or 1
+    (dapo, whose divisor already counts every process's tokens); 0 for a stand-in row."""
+
+
 class MinibatchLoss(NamedTuple):
     """The loss of one minibatch (with gradients) and its diagnostics."""
 
@@ -108,6 +121,7 @@ def minibatch_loss(
     *,
     kl_coef: float = 0.0,
     tokens_per_update: float | None = None,
+    shares: ProcessShares | None = None,
 ) -> MinibatchLoss:
     """``policy loss + vf_coef * value loss - entropy_coef * entropy`` on rollout rows (no value
     loss without a critic; GRPO's policy loss carries its KL term).
@@ -122,26 +136,32 @@ def minibatch_loss(
         minibatch: index of the minibatch in that pass (recorded in the stats).
         kl_coef: this iteration's KL coefficient (GRPO's loss term).
         tokens_per_update: the ``loss_type=dapo`` divisor.
+        shares: this process's part of the minibatch (None: the whole of it, one process).
     """
+    one = torch.tensor(1.0)
+    token_share, loss_share = (one, one) if shares is None else shares
     inputs, mask = batch.model_inputs(), batch.response_mask
     policy = models.policy_logps(*inputs, allowed_token_ids, algo.temperature)
     pg = policy_loss(
         policy.logps, batch, advantages.advantages, algo, kl_coef, tokens_per_update
     )
-    entropy = masked_mean(entropy_from_logits(policy.logits), mask)
+    policy_part = pg.loss * loss_share
+    entropy = masked_mean(entropy_from_logits(policy.logits), mask) * token_share
     value_loss = value_clipfrac = None
     if models.has_critic:
         values = models.values(*inputs)
         vf = clipped_value_loss(
             values, batch.values, advantages.returns, mask, algo.clip_range_value
         )
-        loss = pg.loss + algo.vf_coef * vf.loss - algo.entropy_coef * entropy
-        value_loss, value_clipfrac = vf.loss.detach(), vf.clipfrac
+        value_part = vf.loss * token_share
+        loss = policy_part + algo.vf_coef * value_part - algo.entropy_coef * entropy
+        value_loss, value_clipfrac = value_part.detach(), vf.clipfrac * token_share
     else:
-        loss = pg.loss - algo.entropy_coef * entropy
+        loss = policy_part - algo.entropy_coef * entropy
     stats = MinibatchStats(
-        epoch, minibatch, pg.loss.detach(), value_loss, entropy.detach(), pg.approxkl,
-        pg.clipfrac, value_clipfrac, pg.ratio_mean,
+        epoch, minibatch, policy_part.detach(), value_loss, entropy.detach(),
+        pg.approxkl * token_share, pg.clipfrac * token_share, value_clipfrac,
+        pg.ratio_mean * token_share,
     )
     return MinibatchLoss(loss, stats)
 
@@ -328,7 +348,7 @@ class PPOModule(EvaluatedModule):
     ) -> list[MinibatchStats]:
         """``ppo_epochs`` passes of shuffled minibatch updates, one optimizer step each."""
         optimizer, schedule = self.optimizers(), self.lr_schedulers()
-        size = minibatch_size(len(rollout), self.algo.num_minibatches)
+        minibatch_size(len(rollout), self.algo.num_minibatches)  # fails clearly if no exact split
         divisor = None
         if LossType(self.algo.loss_type) == LossType.dapo:
             divisor = tokens_per_update(
@@ -336,15 +356,23 @@ class PPOModule(EvaluatedModule):
                 self.trainer.world_size,
             )
         updates = []
+        device = rollout.response_ids.device
         for epoch in range(self.algo.ppo_epochs):
-            order = torch.randperm(len(rollout), device=rollout.response_ids.device)
-            for index, rows in enumerate(order.split(size)):
+            minibatches = process_minibatches(
+                len(rollout), self.algo.num_minibatches, self.algo.samples_per_prompt,
+                self.global_rank, self.trainer.world_size, device,
+            )
+            for index, rows in enumerate(minibatches):
+                held = len(rows) > 0
+                if not held:  # a stand-in row weighted 0: every process takes every backward
+                    rows = torch.zeros(1, dtype=torch.long, device=device)
                 returns = None if advantage.returns is None else advantage.returns[rows]
                 rows_advantage = Advantages(advantage.advantages[rows], returns)
+                batch = rollout.rows(rows)
                 step = minibatch_loss(
-                    self.policy_critic, rollout.rows(rows), rows_advantage, self.algo,
+                    self.policy_critic, batch, rows_advantage, self.algo,
                     self.allowed_token_ids, epoch, index, kl_coef=kl_coef,
-                    tokens_per_update=divisor,
+                    tokens_per_update=divisor, shares=self.shares(batch.response_mask, held),
                 )
                 self._check_finite(
                     iteration, f"epoch {epoch}, minibatch {index}", loss=step.loss,
@@ -359,6 +387,15 @@ class PPOModule(EvaluatedModule):
                 schedule.step()
                 updates.append(step.stats)
         return updates
+
+    def shares(self, mask: torch.Tensor, held: bool) -> ProcessShares:
+        """This process's shares of a minibatch's tokens and rows (0 for a stand-in row)."""
+        counts = torch.stack([(mask > 0).sum(), torch.tensor(len(mask))]).float() * float(held)
+        tokens, rows = self.share_of_processes(counts)
+        loss = {LossType.bnpo: tokens, LossType.grpo: rows}.get(
+            LossType(self.algo.loss_type), torch.tensor(float(held), device=self.device)
+        )
+        return ProcessShares(tokens, loss)
 
     # ------------------------------------------------------------------- lightning hooks
     def validation_step(self, batch: PreferenceBatch | PromptBatch, batch_idx: int) -> None:

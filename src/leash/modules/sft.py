@@ -61,14 +61,7 @@ class SFTModule(EvaluatedModule):
         self.watch({"train/loss": loss})
         if self.logs_this_step():  # see leash.modules.guard: logging costs a millisecond a call
             self.log("train/loss", loss, prog_bar=True, batch_size=len(batch))
-        return loss * self._token_share(tokens)
-
-    def _token_share(self, tokens: torch.Tensor) -> torch.Tensor:
-        """``processes x`` this process's share of the step's response tokens (exactly 1 in one
-        process): DDP averages the processes' gradients, which this weighting turns into the
-        gradient of the mean over every process's tokens, the loss one process would take."""
-        total = self._sum(tokens.detach().float().clone())
-        return tokens.float() * self.trainer.world_size / total.clamp(min=1)
+        return loss * self.share_of_processes(tokens)  # the mean over every process's tokens
 
     def validation_step(self, batch: SFTBatch, batch_idx: int) -> None:
         loss, tokens = self._step(batch)
