@@ -96,6 +96,20 @@ def test_eval_is_held_out_by_prompt_and_capped(tok, pairs_file):
     ]
 
 
+def test_pairs_digest_follows_the_rows_and_their_tokens(tok, pairs_file):
+    # The precomputed reference log-probs are cached under it: a run whose split, row cap or
+    # truncation differs must not reuse another run's values (same counts, other rows).
+    digests = lambda data: [data.pairs_digest(split) for split in ("train", "eval")]  # noqa: E731
+    first = digests(module(tok, config(pairs_file)))
+    assert digests(module(tok, config(pairs_file))) == first
+    assert first[0] != first[1]
+    for other in (module(tok, config(pairs_file), seed=1),
+                  module(tok, config(pairs_file, max_train_rows=5, max_eval_rows=2)),
+                  module(tok, config(pairs_file, max_length=12, max_prompt_length=6))):
+        changed = digests(other)
+        assert changed[0] != first[0] and changed[1] != first[1]
+
+
 def test_task_source_is_refused(tok):
     with pytest.raises(ValueError, match="task"):
         module(tok, DataConfig(name="t"))

@@ -18,6 +18,7 @@ corpus, which has no pairs, validates on its prompts there.
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from typing import Literal, get_args
@@ -216,6 +217,14 @@ class PreferenceDataModule(L.LightningDataModule):
         if self.kind == RowKind.sft:
             raise ValueError("data: an SFT corpus has no preference pairs")
         return rows  # type: ignore[return-value]
+
+    def pairs_digest(self, split: Split) -> str:
+        """A hash of a split's pairs' token ids, in order: what a cache of per-pair values
+        (the reference log-probs) must match."""
+        digest = hashlib.sha256()
+        for pair in self.pairs(split):
+            digest.update(repr((pair.prompt_ids, pair.chosen_ids, pair.rejected_ids)).encode())
+        return digest.hexdigest()[:16]
 
     def sft_rows(self, split: Split) -> list[EncodedSFT]:
         """SFT examples of a split: corpus rows, or prompt + chosen of preference rows."""

@@ -189,14 +189,12 @@ def attach_precomputed_reference(
 ) -> None:
     """Reference log-probs of every pair, computed once (cached) and attached to the data."""
     allowed = allowed_tokens(stages)
+    datamodule.setup("fit")
+    # The pairs' own tokens, not the config that made them: any change of source, split, seed,
+    # row caps, template or truncation that moves a token or a row gives a new key.
     key = config_key(
-        "reference_logps",
-        stages.pairs_key(),
-        sft_path,
-        allowed is not None,
-        datamodule.cfg.max_length,
-        datamodule.cfg.max_prompt_length,
-        datamodule.cfg.truncation,
+        "reference_logps", sft_path, allowed is not None,
+        *(datamodule.pairs_digest(split) for split in ("train", "eval")),
     )
 
     def compute(folder: Path) -> None:
@@ -209,7 +207,6 @@ def attach_precomputed_reference(
             }
         torch.save(logps, folder / "logps.pt")
 
-    datamodule.setup("fit")
     folder = stages.cache.get_or_build("reference_logps", key, compute)
     for split, (chosen, rejected) in torch.load(folder / "logps.pt").items():
         datamodule.attach_reference_logps(split, chosen, rejected)
