@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from types import SimpleNamespace
 
 import lightning
@@ -13,7 +14,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from helpers import quiet_trainer, tiny_model
-from leash.callbacks.resources import WARMUP_STEPS, ResourceMetrics
+from leash.callbacks.resources import WARMUP_STEPS, ResourceMetrics, peak_rss_bytes
 from leash.config import Scheduler, SFTConfig
 from leash.data.types import SFTBatch
 from leash.modules.sft import SFTModule
@@ -112,3 +113,20 @@ def test_data_loading_counts_and_the_rate_agrees_with_an_outside_clock(tmp_path)
     assert figures["mean_step_time_s"] >= 0.03  # the loading of each batch is in its step
     outside = 4 * 5 / (ticks.ends[-1] - ticks.ends[2])  # rows x timed steps / their seconds
     assert figures["samples_per_s"] == pytest.approx(outside, rel=0.02)
+
+
+@pytest.mark.skipif(not Path("/proc/self/clear_refs").exists(), reason="Linux's clear_refs")
+def test_each_job_of_a_one_process_sweep_measures_its_own_peak(tmp_path):
+    # A job that touched 256 MiB and freed them must not raise the next job's peak: Hydra's
+    # basic launcher runs a sweep's jobs in one process, one ResourceMetrics each.
+    def touch(mib: int) -> None:
+        block = torch.ones(mib * 2**20 // 4)
+        del block
+
+    ResourceMetrics(str(tmp_path / "first"))
+    before = peak_rss_bytes()
+    touch(256)
+    assert peak_rss_bytes() > before + 200 * 2**20  # the first job's peak holds the block
+    second = ResourceMetrics(str(tmp_path / "second"))
+    assert second._rss_kind == "cpu_peak_rss"
+    assert peak_rss_bytes() < before + 100 * 2**20  # the second's starts from what is held now

@@ -6,8 +6,11 @@ device: :mod:`leash.runtime`) and, for modules that record one (every one but
 PPO), the loss trend (``divergence``: start and end loss and the ``diverged`` flag, see
 :mod:`leash.modules.guard`), which is also the line the console shows at the end of the run
 (a warning when the run diverged). On GPU the peak is ``torch.cuda.max_memory_allocated``; on
-CPU it is the peak resident set size of the process, which is why every run (and every stage of
-a comparison) is its own process.
+CPU it is the peak resident set size of the process from the job's start (``cpu_peak_rss``: the
+high-water mark is reset when the callback is built, before any model loads, so each job of a
+sweep run in one process reports its own peak, on top of what the process already held; where
+the platform cannot reset it, ``cpu_peak_rss_of_process``, from the process's start). Every
+stage of a comparison is its own process.
 
 Throughput is the steady state, measured as an outside clock would: a step is timed from the
 end of the previous step to its own end (``on_train_batch_end``, after a device sync on GPU), so
@@ -86,8 +89,28 @@ class ResourceReport:
     roles: dict[str, RoleBytes] = field(default_factory=dict)
 
 
+_STATUS = Path("/proc/self/status")
+
+
+def reset_peak_rss() -> bool:
+    """Start this process's peak resident set size afresh, at what it holds now (Linux 4.0+:
+    ``/proc/self/clear_refs``), so that a job run in a process that ran others (the jobs of a
+    sweep, which Hydra's basic launcher runs in one process) measures its own peak. False where
+    the platform cannot: the peak then counts from the process's start."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+    except OSError:
+        return False
+    return True
+
+
 def peak_rss_bytes() -> int:
-    """Peak resident set size of this process so far (Linux reports KiB, macOS bytes)."""
+    """Peak resident set size of this process since :func:`reset_peak_rss` (Linux's
+    ``VmHWM``), or since its start where there is no such reset (macOS reports bytes)."""
+    if _STATUS.exists():
+        for line in _STATUS.read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024  # kB
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return int(peak if sys.platform == "darwin" else peak * 1024)
 
@@ -183,6 +206,8 @@ class ResourceMetrics(lightning.Callback):
     def __init__(self, output_dir: str, warmup_steps: int = WARMUP_STEPS):
         self.output_dir = Path(output_dir)
         self.warmup_steps = warmup_steps
+        # Built with the Trainer, before any model loads: the job's own peak starts here.
+        self._rss_kind = "cpu_peak_rss" if reset_peak_rss() else "cpu_peak_rss_of_process"
         self._started = time.perf_counter()
         self._last_end = self._started
         self._all = _Span()
@@ -220,7 +245,7 @@ class ResourceMetrics(lightning.Callback):
         if device.type == "cuda":
             peak, kind = torch.cuda.max_memory_allocated(device), "cuda_max_memory_allocated"
         else:
-            peak, kind = peak_rss_bytes(), "cpu_peak_rss"
+            peak, kind = peak_rss_bytes(), self._rss_kind
         steady = self._steady if self._steady.steps else self._all
         roles = getattr(pl_module, "roles", {"policy": pl_module})
         optimizer_state = trainer.optimizers[0].state if trainer.optimizers else None

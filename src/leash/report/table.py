@@ -201,7 +201,8 @@ COLUMNS: list[Column] = [
         unit="",
         read=_resource("peak_memory_kind"),
         fmt="",
-        source="cuda_max_memory_allocated (GPU) or cpu_peak_rss (peak RSS of the process)",
+        source="cuda_max_memory_allocated (GPU) or cpu_peak_rss (peak RSS of the process "
+        "from the job's start: each job of a one-process sweep reports its own)",
     ),
     Column(
         name="parameters",
