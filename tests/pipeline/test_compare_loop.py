@@ -48,3 +48,27 @@ def test_critic_free_stages_run_only_when_asked_for(tmp_path, monkeypatch):
     routed = dict(calls)
     assert "algo.kl_coef=0.1" in routed["grpo"] and "algo.kl_coef=0.1" not in routed["rloo"]
     assert compare.main(["--out", str(tmp_path), "--stages", "vtrace"]) == 2
+
+
+def test_two_jobs_share_the_cpus_and_start_each_stage_after_its_upstream(tmp_path, monkeypatch):
+    calls, ended = [], []
+
+    def fake_stage(stage: str, overrides: list[str], run_dir: Path, *live) -> StageResult:
+        upstream = {"reward": "sft", "ppo": "reward", "dpo": "sft"}.get(stage)
+        assert upstream is None or upstream in ended  # started after its upstream ended
+        calls.append((stage, overrides))
+        ended.append(stage)
+        return StageResult(stage, run_dir, 0.0, ok=True)
+
+    monkeypatch.setattr(compare, "run_stage", fake_stage)
+    monkeypatch.setattr("leash.report.main.main", lambda argv: 0)
+    monkeypatch.setenv("OMP_NUM_THREADS", "4")
+    argv = ["--out", str(tmp_path), "--stages", "sft,reward,ppo,dpo", "--jobs", "2"]
+    assert compare.main(argv) == 0
+    assert sorted(stage for stage, _ in calls) == ["dpo", "ppo", "reward", "sft"]
+    assert all("threads=2" in overrides for _, overrides in calls)  # 4 CPUs over 2 lanes
+    assert compare.default_lanes(None, verbose=False, on_cpu=True) == 2
+    assert compare.default_lanes(None, verbose=False, on_cpu=False) == 1  # one GPU, shared
+    assert compare.default_lanes(3, verbose=True, on_cpu=True) == 1  # one log streams at a time
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert compare.default_lanes(None, verbose=False, on_cpu=True) == 1

@@ -20,7 +20,6 @@ import argparse
 import os
 import sys
 import time
-from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 from datetime import datetime
@@ -31,6 +30,7 @@ from rich.live import Live
 
 from leash.pipeline.board import LOG_FILE, StageBoard, StageRow
 from leash.pipeline.compose import compose_train
+from leash.pipeline.lanes import dependencies, run_in_lanes
 from leash.pipeline.launcher import run_train
 from leash.pipeline.overrides import route_by_prefix
 
@@ -58,18 +58,13 @@ class StageResult:
     ok: bool
 
 
-def _uses_task_data(overrides: list[str]) -> bool:
-    """Whether the composed config's data is a built-in task (gold reward available)."""
-    return compose_train(overrides).data.source == "task"
-
-
-def run_stage(stage: str, overrides: list[str], run_dir: Path, quiet: bool = False,
-              while_running: Callable[[], None] | None = None) -> StageResult:
+def run_stage(stage: str, overrides: list[str], run_dir: Path, quiet: bool = False
+              ) -> StageResult:
     """``leash train algo=<stage> ...`` in a child process; its output streams live, or with
     ``quiet`` goes to ``<run>/console.log``."""
     started = time.perf_counter()
     log_file = run_dir / LOG_FILE if quiet else None
-    child = run_train([f"algo={stage}", *overrides], run_dir, log_file, while_running)
+    child = run_train([f"algo={stage}", *overrides], run_dir, log_file)
     return StageResult(stage, run_dir, time.perf_counter() - started, child.code == 0)
 
 
@@ -87,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("--threads", type=int, default=None,
                         help="torch threads of every stage (default: $OMP_NUM_THREADS when set, "
                         "else the CPUs this process may use); a `threads=` override wins")
+    parser.add_argument("-j", "--jobs", type=int, default=None,
+                        help="stages at a time, each after the stage it reads from (default: "
+                        "2 on a CPU run with 2 or more CPUs, else 1); the CPUs are shared out")
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="stream every stage's own log (default: a live view of the "
                         "stages; each stage's log is in <run>/console.log)")
@@ -99,14 +97,26 @@ def _parser() -> argparse.ArgumentParser:
 SEEDS_KEY = "seeds="
 
 
-def with_threads(overrides: list[str], threads: int | None) -> list[str]:
+def with_threads(overrides: list[str], threads: int | None, lanes: int = 1) -> list[str]:
     """The overrides with one ``threads=`` for every stage (the user's own, else ``threads``,
-    else ``$OMP_NUM_THREADS``, else the CPUs this process may use): stages that run alone get
-    the same count, so no comparison is confounded by it (see :mod:`leash.runtime`)."""
+    else ``$OMP_NUM_THREADS``, else the CPUs this process may use, shared out over the
+    ``lanes`` stages that run at once): every stage gets the same count, so no comparison is
+    confounded by it (see :mod:`leash.runtime`)."""
     if any(o.startswith("threads=") for o in overrides):
         return overrides
-    count = threads if threads is not None else default_threads()
+    count = threads if threads is not None else max(1, default_threads() // lanes)
     return [*overrides, f"threads={count}"]
+
+
+def default_lanes(jobs: int | None, verbose: bool, on_cpu: bool) -> int:
+    """Stages at a time: ``--jobs``; else 2 on a CPU run with 2 or more CPUs (one core each
+    trains the tiny default model nearly as fast as two, and start-up is most of a stage),
+    else 1 (GPU stages would share one device). A verbose run streams one stage at a time."""
+    if verbose:
+        return 1
+    if jobs is not None:
+        return max(1, jobs)
+    return 2 if on_cpu and default_threads() >= 2 else 1
 
 
 def default_threads() -> int:
@@ -142,7 +152,6 @@ def main(argv: list[str]) -> int:
     except ValueError as error:
         print(f"leash compare: {error}", file=sys.stderr)
         return 2
-    overrides = with_threads(overrides, args.threads)
     stages = tuple(s for s in args.stages.split(",") if s)
     known = STAGES + OPTIONAL_STAGES
     unknown = sorted(set(stages) - set(known))
@@ -150,8 +159,10 @@ def main(argv: list[str]) -> int:
         print(f"leash compare: unknown stages {unknown}; choose from {known}", file=sys.stderr)
         return 2
     console = Console()
-    routed = route_by_prefix(overrides, known)
-    if not _uses_task_data(routed["sft"]):
+    sft = compose_train(route_by_prefix(overrides, known)["sft"])
+    lanes = default_lanes(args.jobs, args.verbose, sft.trainer.accelerator == "cpu")
+    routed = route_by_prefix(with_threads(overrides, args.threads, lanes), known)
+    if sft.data.source != "task":
         skipped = [s for s in stages if s in NEEDS_GOLD_REWARD]
         stages = tuple(s for s in stages if s not in NEEDS_GOLD_REWARD)
         if skipped:
@@ -162,7 +173,7 @@ def main(argv: list[str]) -> int:
     runs = [(stage, None) for stage in stages] if seeds is None else [
         (stage, seed) for seed in seeds for stage in stages
     ]
-    results = _run_stages(console, runs, routed, folder, args.verbose)
+    results = _run_stages(console, runs, routed, folder, args.verbose, lanes)
     console.rule("[bold]leash compare[/]: results")
     from leash.report.main import main as report_main
 
@@ -173,10 +184,11 @@ def main(argv: list[str]) -> int:
 
 def _run_stages(
     console: Console, runs: list[tuple[str, int | None]], routed: dict[str, list[str]],
-    folder: Path, verbose: bool,
+    folder: Path, verbose: bool, lanes: int,
 ) -> list[StageResult]:
-    """Run each (stage, seed) in order, in its folder. A terminal shows a live board of the
-    stages; a pipe gets a line per stage as it ends; ``verbose`` streams every stage's log."""
+    """Run each (stage, seed) in its folder, ``lanes`` at a time, each after its upstream stage
+    (:mod:`leash.pipeline.lanes`). A terminal shows a live board of the stages; a pipe gets a
+    line per stage as it ends; ``verbose`` streams every stage's log, one stage at a time."""
     rows = [StageRow(stage if seed is None else f"{stage}, seed {seed}",
                      folder / stage if seed is None else folder / f"seed_{seed}" / stage)
             for stage, seed in runs]
@@ -184,22 +196,26 @@ def _run_stages(
     live = Live(board, console=console, auto_refresh=False) if console.is_terminal else None
     if verbose or live is None:
         console.print(board.title, style="bold", markup=False, soft_wrap=True)
-    results = []
-    with live if live is not None and not verbose else nullcontext():
-        for (stage, seed), row in zip(runs, rows, strict=True):
-            if verbose:
-                console.rule(f"[bold]leash compare[/]: {row.label}")
-            board.start(row)
-            overrides = [*STAGE_DEFAULTS.get(stage, []), *routed[stage]]
-            overrides += [] if seed is None else [f"seed={seed}"]
-            redraw = live.refresh if live is not None and not verbose else None
-            result = run_stage(stage, overrides, row.run_dir, not verbose, redraw)
-            board.finish(row, result.ok, result.seconds)
-            results.append(result)
-            if redraw is None:
-                console.print(*board.cells(row), soft_wrap=True)
-            else:
-                redraw()
+    live = None if verbose else live
+
+    def run(index: int) -> StageResult:
+        (stage, seed), row = runs[index], rows[index]
+        if verbose:
+            console.rule(f"[bold]leash compare[/]: {row.label}")
+        board.start(row)
+        overrides = [*STAGE_DEFAULTS.get(stage, []), *routed[stage]]
+        overrides += [] if seed is None else [f"seed={seed}"]
+        result = run_stage(stage, overrides, row.run_dir, not verbose)
+        board.finish(row, result.ok, result.seconds)
+        if live is None:
+            console.print(*board.cells(row), soft_wrap=True)
+        return result
+
+    redraw = live.refresh if live is not None else (lambda: None)
+    with live if live is not None else nullcontext():
+        results = run_in_lanes(len(runs), dependencies(runs), run, 1 if verbose else lanes,
+                               redraw)
+        redraw()
     if not verbose:
         _show_failures(console, rows)
     return results

@@ -73,28 +73,22 @@ def die_with(parent_pid: int) -> Callable[[], None] | None:
 
 
 def run_train(
-    overrides: Sequence[str], run_dir: Path, log_file: Path | None = None,
-    while_running: Callable[[], None] | None = None,
+    overrides: Sequence[str], run_dir: Path, log_file: Path | None = None
 ) -> ChildExit:
     """Run one ``leash train`` child to the end; how it ended.
 
     Its output streams live, or with ``log_file`` goes to that file (stdout and stderr, in
-    order); ``while_running`` is called every :data:`POLL_S` seconds until the child exits (a
-    parent's live view)."""
+    order)."""
     error_file = Path(run_dir) / ERROR_FILE
     error_file.unlink(missing_ok=True)  # a message left by an earlier attempt is not this one's
     command = train_command(overrides, run_dir)
     with _output(log_file) as out:
         child = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT if out else None,
                                  preexec_fn=die_with(os.getpid()))
-        code = _wait(child, while_running)
+        code = child.wait()
     code = code if code >= 0 else 128 - code  # killed by a signal: 128 + its number
     error = error_file.read_text().strip() if code and error_file.exists() else None
     return ChildExit(code, error)
-
-
-POLL_S = 0.25
-"""Seconds between two calls of a running child's ``while_running``."""
 
 
 @contextmanager
@@ -107,15 +101,6 @@ def _output(log_file: Path | None) -> Iterator[IO[bytes] | None]:
     log_file.parent.mkdir(parents=True, exist_ok=True)
     with log_file.open("ab") as handle:
         yield handle
-
-
-def _wait(child: subprocess.Popen, while_running: Callable[[], None] | None) -> int:
-    """The child's exit status, calling ``while_running`` while it runs."""
-    while True:
-        try:
-            return child.wait(timeout=POLL_S if while_running else None)
-        except subprocess.TimeoutExpired:
-            while_running()
 
 
 def write_error(run_dir: str | Path, message: str) -> None:
