@@ -49,12 +49,20 @@ from leash.losses.advantages import (
     rloo_advantages,
     sequence_rewards,
 )
-from leash.losses.ppo import gae, masked_mean, masked_var, masked_whiten, shape_rewards
+from leash.losses.ppo import (
+    ShapedRewards,
+    gae,
+    masked_mean,
+    masked_var,
+    masked_whiten,
+    shape_rewards,
+)
 from leash.models.factory import load_causal_lm
 from leash.models.policy_critic import build_policy_critic
 from leash.models.tiny import write_tiny_checkpoint
 from leash.modules.guard import NonFiniteError
 from leash.modules.ppo import PPOModule, minibatch_size
+from leash.modules.ppo_stats import rollout_metrics
 from leash.rollout.advantages import advantages, shape, tokens_per_update
 from leash.rollout.rewards import GoldTaskReward
 from leash.rollout.rollout import Rollout
@@ -225,6 +233,23 @@ def random_rollout(seed: int = 0, rows: int = 6, width: int = 5) -> Rollout:
         ref_logprobs=per_token(1.0) - 2 * mask, values=per_token(3.0), entropy=per_token(1.0).abs(),
         scores=torch.randn(rows, generator=gen) * 4 + 3,
     )
+
+
+def test_logprob_gap_is_the_mean_absolute_gap_over_response_tokens():
+    rollout = random_rollout(seed=4)
+    mask = rollout.response_mask
+    shaped = ShapedRewards(torch.zeros_like(rollout.logprobs), torch.zeros_like(rollout.logprobs),
+                           rollout.scores)
+    assert "rollout/logprob_gap" not in rollout_metrics(rollout, shaped)  # the sampler said none
+    # The sampler drew every token 0.25 nats likelier than the trainer's forward says, but the
+    # first row's first token 1.25 less likely; padding (50 there) never counts.
+    offset = 0.25 * torch.ones_like(rollout.logprobs)
+    offset[0, 0] = -1.25
+    sampler = torch.where(mask > 0, rollout.logprobs + offset, 50.0)
+    gap = rollout_metrics(dataclasses.replace(rollout, sampler_logprobs=sampler), shaped)
+    real = int(mask.sum())
+    expected = (0.25 * (real - 1) + 1.25) / real
+    assert float(gap["rollout/logprob_gap"]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_reward_whitening_flag_rescales_rewards_and_keeps_their_mean():

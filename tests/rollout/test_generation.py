@@ -10,6 +10,7 @@ from helpers import tiny_model
 from leash.config import TaskConfig
 from leash.data.tasks import SyntheticTask
 from leash.evaluation.oracle import ExactOracle
+from leash.models.logprobs import tempered_logps
 from leash.rollout.generation import (
     evaluating,
     generate,
@@ -57,7 +58,7 @@ def test_generate_pads_after_eos_and_masks(task: SyntheticTask) -> None:
     ids, mask = left_pad([tokenizer(p)["input_ids"] for p in task.prompts] * 20, 0)
     generator = torch.Generator().manual_seed(0)
     allowed = task.allowed_token_ids()
-    response, response_mask = generate(
+    response, response_mask, _ = generate(
         model, ids, mask, 3, 2, 0, generator=generator, allowed_token_ids=allowed
     )
     assert response.shape == response_mask.shape == (len(ids), 3)
@@ -69,11 +70,30 @@ def test_generate_pads_after_eos_and_masks(task: SyntheticTask) -> None:
     assert eos.any() and (~eos.any(-1)).any()  # some rows end, some are cut
 
 
+def test_the_sampler_says_the_log_probs_a_trainer_forward_gives(task: SyntheticTask) -> None:
+    # What rollout/logprob_gap measures: ~0 for the sampler itself, the gap of a stale copy.
+    tokenizer = task.tokenizer()
+    model = tiny_model(len(tokenizer))
+    ids, mask = left_pad([tokenizer(p)["input_ids"] for p in task.prompts] * 4, 0)
+    allowed = task.allowed_token_ids()
+    out = generate(model, ids, mask, 3, 2, 0, temperature=0.7,
+                   generator=torch.Generator().manual_seed(1), allowed_token_ids=allowed)
+    trainer = tempered_logps(model, ids, mask, out.response_ids, out.response_mask, allowed,
+                             0.7).logps
+    real = out.response_mask > 0
+    assert (out.logprobs[~real] == 0).all() and (out.logprobs[real] < 0).all()
+    assert torch.allclose(out.logprobs, trainer * out.response_mask, atol=1e-5)
+    stale = tiny_model(len(tokenizer), seed=1)  # other weights: the gap is far from 0
+    drifted = tempered_logps(stale, ids, mask, out.response_ids, out.response_mask, allowed,
+                             0.7).logps
+    assert ((drifted - out.logprobs).abs()[real]).mean() > 1e-3
+
+
 def test_generate_stops_once_every_row_ended(task: SyntheticTask) -> None:
     tokenizer = task.tokenizer()
     ids, mask = left_pad([tokenizer(p)["input_ids"] for p in task.prompts], 0)
     only_eos = torch.tensor([tokenizer.eos_token_id])
-    response, response_mask = generate(
+    response, response_mask, _ = generate(
         tiny_model(len(tokenizer)), ids, mask, 5, 2, 0, allowed_token_ids=only_eos
     )
     assert response.tolist() == [[2]] * len(ids)

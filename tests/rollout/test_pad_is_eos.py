@@ -32,7 +32,7 @@ def test_generation_stops_at_eos_keeps_it_in_the_mask_and_pads_after():
     assert TOKENIZER.pad_token_id == EOS
     prompts = [TOKENIZER("Hello there")["input_ids"], TOKENIZER("The sea")["input_ids"]] * 8
     ids, mask = left_pad(prompts, EOS)
-    response, response_mask = generate(eos_loving_lm(), ids, mask, 6, EOS, EOS,
+    response, response_mask, _ = generate(eos_loving_lm(), ids, mask, 6, EOS, EOS,
                                        generator=torch.Generator().manual_seed(0))
     ended = 0
     for row, row_mask in zip(response.tolist(), response_mask.tolist(), strict=True):

@@ -54,14 +54,22 @@ def rollout_metrics(rollout: Rollout, shaped: ShapedRewards) -> dict[str, torch.
     ``objective/kl`` sums the k1 estimate over each response and ``objective/kl_k3`` the k3
     one, whatever estimator shapes the reward; ``objective/entropy`` sums the exact per-token
     entropy of the sampling policy; ``objective/rlhf_reward`` is the penalised score plus the
-    KL part of the reward; ``val/num_eos_tokens`` counts responses that ended with EOS.
+    KL part of the reward; ``val/num_eos_tokens`` counts responses that ended with EOS;
+    ``rollout/logprob_gap`` is the mean, over response tokens, of |log-prob the sampler drew a
+    token at - log-prob the trainer's forward gives it|: about 1e-7 in float32 with the
+    built-in sampler, and large when the sampler's weights, precision or masking differ from
+    the trainer's (a stale rollout engine cannot pass unnoticed).
     """
     mask = rollout.response_mask
     per_sequence = functools.partial(torch.sum, dim=1)
     kl_k1 = per_sequence(kl_penalty(rollout.logprobs, rollout.ref_logprobs, "k1") * mask)
     kl_k3 = per_sequence(kl_penalty(rollout.logprobs, rollout.ref_logprobs, "k3") * mask)
     non_score = per_sequence(shaped.non_score_reward)
-    return {
+    gap = {}
+    if rollout.sampler_logprobs is not None:
+        apart = (rollout.sampler_logprobs - rollout.logprobs).abs() * mask
+        gap = {"rollout/logprob_gap": apart.sum() / mask.sum().clamp(min=1)}
+    return gap | {
         "objective/kl": kl_k1.mean(),
         "objective/kl_k3": kl_k3.mean(),
         "objective/entropy": per_sequence(rollout.entropy).mean(),

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
@@ -51,6 +52,19 @@ def _sample_token(logits: torch.Tensor, temperature: float, generator: Generator
     return (probs / noise.clamp(min=torch.finfo(noise.dtype).tiny)).argmax(dim=-1)
 
 
+class Generated(NamedTuple):
+    """Sampled responses, and what the sampler says each token's log-prob was."""
+
+    response_ids: torch.Tensor
+    """(B, T) sampled tokens, ``pad_token_id`` after EOS."""
+    response_mask: torch.Tensor
+    """(B, T) 1 on real tokens, EOS included."""
+    logprobs: torch.Tensor
+    """(B, T) log-prob of each sampled token under ``softmax(logits / temperature)`` of the
+    (restricted) logits it was drawn from; 0 after EOS. A trainer's forward on the same rows
+    must give the same values: the gap is ``rollout/logprob_gap``."""
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -62,7 +76,7 @@ def generate(
     temperature: float = 1.0,
     generator: Generators = None,
     allowed_token_ids: torch.Tensor | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
+) -> Generated:
     """Sample a continuation of every prompt with a KV-cached loop, in eval mode.
 
     Reproducible: all randomness comes from ``generator`` (on the model's device): one for the
@@ -81,8 +95,7 @@ def generate(
         allowed_token_ids: (A,) restricts the policy to these tokens (see
             :func:`leash.sequences.restrict_logits`).
     Returns:
-        response_ids (B, T) padded with ``pad_token_id`` after EOS, and response_mask (B, T) with
-        1 on real tokens, EOS included; T <= max_new_tokens is the longest response.
+        :class:`Generated`, T <= max_new_tokens the longest response.
     """
     if temperature <= 0 or max_new_tokens <= 0:
         raise ValueError(f"temperature and max_new_tokens must be > 0, got {temperature}, "
@@ -92,6 +105,7 @@ def generate(
     finished = torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
     tokens: list[torch.Tensor] = []
     masks: list[torch.Tensor] = []
+    logprobs: list[torch.Tensor] = []
     with evaluating(model):
         output = model(input_ids=input_ids, attention_mask=attention_mask,
                        position_ids=positions, use_cache=True)
@@ -100,6 +114,9 @@ def generate(
             logits = restrict_logits(output.logits[:, -1, :], allowed_token_ids)
             token = _sample_token(logits, temperature, generator)
             token = torch.where(finished, torch.full_like(token, pad_token_id), token)
+            drawn = torch.log_softmax(logits.float() / temperature, dim=-1)
+            drawn = drawn.gather(-1, token[:, None]).squeeze(-1)
+            logprobs.append(torch.where(finished, 0.0, drawn))
             masks.append(~finished)
             tokens.append(token)
             finished = finished | (token == eos_token_id)
@@ -110,7 +127,8 @@ def generate(
             output = model(input_ids=token[:, None], attention_mask=attention_mask,
                            position_ids=next_position, use_cache=True, **cache)
             next_position = next_position + 1
-    return torch.stack(tokens, dim=1), torch.stack(masks, dim=1).long()
+    return Generated(torch.stack(tokens, dim=1), torch.stack(masks, dim=1).long(),
+                     torch.stack(logprobs, dim=1))
 
 
 def sample_responses(
@@ -138,7 +156,7 @@ def sample_responses(
     for start in range(0, len(rows), step):
         chunk = rows[start : start + step]
         input_ids, attention_mask = left_pad([prompt_ids[i] for i in chunk], tokenizer.pad_token_id)
-        ids, mask = generate(
+        ids, mask, _ = generate(
             model,
             input_ids.to(device),
             attention_mask.to(device),

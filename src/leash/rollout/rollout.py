@@ -60,6 +60,9 @@ class Responses:
     """(B, T) 1 on real response tokens, EOS included."""
     eos_found: torch.Tensor
     """(B,) bool, whether the response ended with EOS (False: cut at the length limit)."""
+    sampler_logprobs: torch.Tensor | None = None
+    """(B, T) each token's log-prob as the sampler drew it (:class:`Generated`); None when
+    the responses come from elsewhere."""
 
     def __len__(self) -> int:
         return int(self.prompt_ids.shape[0])
@@ -84,7 +87,7 @@ class Responses:
         return self.prompt_ids, self.prompt_mask, self.response_ids, self.response_mask
 
 
-@dataclass
+@dataclass(kw_only=True)
 class Rollout(Responses):
     """Responses measured at rollout time: what the PPO update treats as constants."""
 
@@ -170,7 +173,7 @@ def sample(
     rows = row_generators(prompt_ids, prompt_mask, samples_per_prompt, generator)
     prompt_ids = prompt_ids.repeat_interleave(samples_per_prompt, dim=0)
     prompt_mask = prompt_mask.repeat_interleave(samples_per_prompt, dim=0)
-    response_ids, response_mask = generate(
+    generated = generate(
         policy,
         prompt_ids,
         prompt_mask,
@@ -181,8 +184,9 @@ def sample(
         generator=rows,
         allowed_token_ids=allowed_token_ids,
     )
-    eos_found = ((response_ids == eos_token_id) & (response_mask > 0)).any(dim=1)
-    return Responses(prompt_ids, prompt_mask, response_ids, response_mask, eos_found)
+    ids, mask = generated.response_ids, generated.response_mask
+    eos_found = ((ids == eos_token_id) & (mask > 0)).any(dim=1)
+    return Responses(prompt_ids, prompt_mask, ids, mask, eos_found, generated.logprobs)
 
 
 def _eval_mode(reward_fn: RewardFn) -> AbstractContextManager:
@@ -215,6 +219,7 @@ def _measure(
     return Rollout(
         *inputs,
         chunk.eos_found,
+        chunk.sampler_logprobs,
         logprobs=policy.logps,
         ref_logprobs=models.reference_logps(*inputs, allowed_token_ids, temperature),
         values=models.values(*inputs) if models.has_critic else None,
