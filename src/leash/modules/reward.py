@@ -24,9 +24,10 @@ from leash.modules.optim import build_optimizer
 
 
 def pair_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torch.Tensor]:
-    """Reward-model metrics of a batch: accuracy, mean margin, mean and std of all rewards.
+    """Reward-model metrics of some pairs: accuracy, mean margin, mean and std of all rewards.
 
-    ``reward/std`` is the population standard deviation over the 2B rewards.
+    ``reward/std`` is the population standard deviation over the 2B rewards (of a training
+    batch; of every held-out pair for ``val/``).
 
     Args:
         chosen: (B,) rewards of the chosen responses.
@@ -43,16 +44,21 @@ def pair_metrics(chosen: torch.Tensor, rejected: torch.Tensor) -> dict[str, torc
 
 
 class RewardStep(NamedTuple):
-    """One reward-model forward on a preference batch."""
+    """One reward-model forward on a preference batch (or a whole held-out epoch)."""
 
-    loss: torch.Tensor
-    """Scalar mean Bradley–Terry loss (with grad)."""
+    losses: torch.Tensor
+    """(B,) Bradley–Terry loss of each pair (with grad)."""
     chosen: torch.Tensor
     """(B,) rewards of the chosen responses."""
     rejected: torch.Tensor
     """(B,) rewards of the rejected responses."""
     gold_margin: torch.Tensor | None
     """(B,) gold reward margins (chosen - rejected) when the batch carries gold rewards."""
+
+    @property
+    def loss(self) -> torch.Tensor:
+        """The mean loss over the pairs: what trains."""
+        return self.losses.mean()
 
     @property
     def metrics(self) -> dict[str, torch.Tensor]:
@@ -76,6 +82,8 @@ class RewardModelModule(GuardedModule):
         self.reward_model = reward_model
         self.algo = algo
         fuse_activations(reward_model)  # GPT-2's activation as one kernel (leash.models.kernels)
+        self._val_losses: list[torch.Tensor] = []
+        self._val_pairs: list[torch.Tensor] = []
         self._val_scores: list[torch.Tensor] = []
         self._val_gold: list[torch.Tensor] = []
         self._val_rows: list[torch.Tensor] = []
@@ -99,59 +107,59 @@ class RewardModelModule(GuardedModule):
     def compute(self, batch: PreferenceBatch) -> RewardStep:
         """Mean Bradley–Terry loss of a batch and its rewards (metrics on demand)."""
         chosen, rejected = self.pair_rewards(batch)
-        loss = bradley_terry_loss(
+        losses = bradley_terry_loss(
             chosen, rejected, margin=self.algo.margin, center_coef=self.algo.center_coef
-        ).mean()
+        )
         gold = None
         if batch.chosen_gold_reward is not None and batch.rejected_gold_reward is not None:
             gold = batch.chosen_gold_reward - batch.rejected_gold_reward
-        return RewardStep(loss, chosen, rejected, gold)
+        return RewardStep(losses, chosen, rejected, gold)
 
-    def _step(self, batch: PreferenceBatch, stage: str) -> torch.Tensor:
+    def training_step(self, batch: PreferenceBatch, batch_idx: int) -> torch.Tensor:
         step = self.compute(batch)
-        if stage == "val":
-            self._collect_gold(batch, step.chosen.detach(), step.rejected.detach())
-        else:
-            self.watch({"train/loss": step.loss.detach(),
-                        "train/rewards": torch.cat([step.chosen, step.rejected]).detach()})
-            if not self.logs_this_step():
-                return step.loss
-        metrics = {f"{stage}/{name}": value for name, value in step.metrics.items()}
-        self.log_dict(metrics, batch_size=len(batch), sync_dist=stage == "val")
+        self.watch({"train/loss": step.loss.detach(),
+                    "train/rewards": torch.cat([step.chosen, step.rejected]).detach()})
+        if self.logs_this_step():
+            metrics = {f"train/{name}": value for name, value in step.metrics.items()}
+            self.log_dict(metrics, batch_size=len(batch))
         return step.loss
 
-    def _collect_gold(self, batch: PreferenceBatch, chosen: torch.Tensor, rejected: torch.Tensor):
-        """Keep every scored response and its gold reward (NaN when absent) for ``gold_corr``."""
+    def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
+        """Keep every pair's loss and both scores, with their gold rewards (NaN when absent):
+        the epoch's figures are computed once over every held-out pair."""
+        step = self.compute(batch)
+        chosen, rejected = step.chosen.detach().float(), step.rejected.detach().float()
         golds = (batch.chosen_gold_reward, batch.rejected_gold_reward)
-        self._val_scores.append(torch.cat([chosen, rejected]))
         index = batch.index.to(chosen.device)
+        self._val_losses.append(step.losses.detach().float())
+        self._val_pairs.append(index)
+        self._val_scores.append(torch.cat([chosen, rejected]))
         self._val_rows.append(torch.cat([2 * index, 2 * index + 1]))  # one id per response
         self._val_gold.append(
             torch.cat([torch.full_like(chosen, float("nan")) if g is None else g.to(chosen)
                        for g in golds])
         )
 
-    def training_step(self, batch: PreferenceBatch, batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
-
-    def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
-        self._step(batch, "val")
-
     def on_validation_epoch_start(self) -> None:
-        self._val_scores.clear()
-        self._val_gold.clear()
-        self._val_rows.clear()
+        for kept in (self._val_losses, self._val_pairs, self._val_scores, self._val_gold,
+                     self._val_rows):
+            kept.clear()
 
     def on_validation_epoch_end(self) -> None:
-        """``val/gold_corr``: Pearson(predicted, gold reward) over the epoch's responses."""
+        """``val/*`` over every held-out pair once, gathered from every process (a pair that
+        the sampler repeats to even out the shards counts once), and ``val/gold_corr``:
+        Pearson(predicted, gold reward) over the responses."""
         if not self._val_scores:
             return
-        corr = pearson_correlation(
-            gather_epoch(self, self._val_scores, self._val_rows),
-            gather_epoch(self, self._val_gold, self._val_rows),
-        )
+        scores = gather_epoch(self, self._val_scores, self._val_rows)  # chosen, rejected, ...
+        gold = gather_epoch(self, self._val_gold, self._val_rows)
+        losses = gather_epoch(self, self._val_losses, self._val_pairs)
+        whole = RewardStep(losses, scores[0::2], scores[1::2], gold[0::2] - gold[1::2])
+        metrics = {f"val/{name}": value for name, value in whole.metrics.items()}
+        corr = pearson_correlation(scores, gold)
         if corr is not None:
-            self.log("val/gold_corr", corr, sync_dist=True)  # gathered: identical on every process
+            metrics["val/gold_corr"] = corr
+        self.log_dict(metrics, sync_dist=True)  # gathered: identical on every process
 
     def configure_optimizers(self):
         return build_optimizer(self.reward_model.parameters(), self.algo)

@@ -65,6 +65,12 @@ class Generated(NamedTuple):
     must give the same values: the gap is ``rollout/logprob_gap``."""
 
 
+def _logprob(logits: torch.Tensor, temperature: float, token: torch.Tensor) -> torch.Tensor:
+    """(B,) log-prob of each drawn token under ``softmax(logits / temperature)``."""
+    logps = torch.log_softmax(logits.float() / temperature, dim=-1)
+    return logps.gather(-1, token[:, None]).squeeze(-1)
+
+
 @torch.no_grad()
 def generate(
     model: PreTrainedModel,
@@ -80,8 +86,8 @@ def generate(
     """Sample a continuation of every prompt with a KV-cached loop, in eval mode.
 
     Reproducible: all randomness comes from ``generator`` (on the model's device): one for the
-    batch, or one per row (a row's response then depends on its own generator only), or the
-    global torch RNG when it is None. Generation stops early once every row has emitted EOS.
+    batch, one per row (a row's response then depends on its own generator only), or the global
+    RNG when None. It stops early once every row has emitted EOS.
 
     Args:
         model: a Hugging Face causal LM.
@@ -92,8 +98,7 @@ def generate(
         pad_token_id: written after EOS.
         temperature: divides the logits before the softmax (> 0).
         generator: source of randomness (see above).
-        allowed_token_ids: (A,) restricts the policy to these tokens (see
-            :func:`leash.sequences.restrict_logits`).
+        allowed_token_ids: (A,) restricts the policy to these tokens (``restrict_logits``).
     Returns:
         :class:`Generated`, T <= max_new_tokens the longest response.
     """
@@ -114,9 +119,7 @@ def generate(
             logits = restrict_logits(output.logits[:, -1, :], allowed_token_ids)
             token = _sample_token(logits, temperature, generator)
             token = torch.where(finished, torch.full_like(token, pad_token_id), token)
-            drawn = torch.log_softmax(logits.float() / temperature, dim=-1)
-            drawn = drawn.gather(-1, token[:, None]).squeeze(-1)
-            logprobs.append(torch.where(finished, 0.0, drawn))
+            logprobs.append(torch.where(finished, 0.0, _logprob(logits, temperature, token)))
             masks.append(~finished)
             tokens.append(token)
             finished = finished | (token == eos_token_id)
