@@ -20,7 +20,11 @@ stops after ``algo.max_steps`` iterations). The learning-rate schedule spans the
 
 Processes (DDP): each process samples its own rollouts from its shard of the prompts. Whitening
 statistics, the KL fed to the adaptive controller, the non-finite guard and the logged statistics
-are sums reduced through the strategy, so every process takes the same decisions.
+are sums reduced through the strategy, so every process takes the same decisions. The
+minibatches are drawn from the rollout of every process (:mod:`leash.rollout.minibatches`), and
+each process weighs its part of one by its share of the minibatch's tokens or rows
+(:class:`ProcessShares`), so N processes train exactly what one process given the whole batch
+trains.
 
 Gradient clipping: Lightning rejects ``Trainer(gradient_clip_val=...)`` under manual
 optimisation, so the norm comes in as ``max_grad_norm`` (applied with ``clip_gradients``).
