@@ -18,8 +18,8 @@ def test_seeds_run_every_stage_once_per_seed_in_its_folder(tmp_path, monkeypatch
     reported = []
     monkeypatch.setattr(compare, "run_stage", fake_stage)
     monkeypatch.setattr("leash.report.main.main", lambda argv: reported.append(argv) or 0)
-    argv = ["--out", str(tmp_path), "--stages", "sft,dpo", "--threads", "1", "seeds=[3,4]",
-            "dpo.algo.beta=0.3"]
+    argv = ["seeds=[3,4]", "--out", str(tmp_path), "--stages", "sft,dpo", "--threads", "1",
+            "dpo.algo.beta=0.3"]  # options between the overrides, as a user may type them
     assert compare.main(argv) == 0
     assert [(stage, run_dir.relative_to(tmp_path).as_posix()) for stage, _, run_dir in calls] == [
         ("sft", "seed_3/sft"), ("dpo", "seed_3/dpo"), ("sft", "seed_4/sft"), ("dpo", "seed_4/dpo")

@@ -146,7 +146,7 @@ def pop_seeds(overrides: list[str]) -> tuple[list[int] | None, list[str]]:
 
 def main(argv: list[str]) -> int:
     """Run the stages (for each seed), print the comparison table; 0 when every stage finished."""
-    args = _parser().parse_args(argv)
+    args = _parser().parse_intermixed_args(argv)  # options may come between overrides
     try:
         seeds, overrides = pop_seeds(args.overrides)
     except ValueError as error:
