@@ -72,3 +72,18 @@ def test_two_jobs_share_the_cpus_and_start_each_stage_after_its_upstream(tmp_pat
     assert compare.default_lanes(3, verbose=True, on_cpu=True) == 1  # one log streams at a time
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert compare.default_lanes(None, verbose=False, on_cpu=True) == 1
+
+
+def test_two_stages_pushing_to_one_hub_repository_are_refused(tmp_path, monkeypatch, capsys):
+    calls = []
+    monkeypatch.setattr(compare, "run_stage", lambda stage, *rest: calls.append(stage))
+    argv = ["--out", str(tmp_path), "--stages", "sft,dpo", "--threads", "1", "hub.push=true",
+            "hub.repo_id=me/policy"]
+    assert compare.main(argv) == 2 and not calls  # refused before any stage runs
+    assert "sft, dpo to one Hub repository, me/policy" in capsys.readouterr().err
+    routed = {"sft": ["hub.push=true", "hub.repo_id=me/sft"],
+              "dpo": ["hub.push=true", "hub.repo_id=me/dpo"], "reward": ["hub.push=false"]}
+    assert compare.stages_pushing_to_one_repo(routed, ("sft", "dpo", "reward")) is None
+    routed["reward"] = ["hub.push=True", "hub.repo_id=me/dpo"]
+    assert compare.stages_pushing_to_one_repo(routed, ("sft", "dpo", "reward")) == (
+        "me/dpo", ["dpo", "reward"])

@@ -32,7 +32,7 @@ from leash.pipeline.board import LOG_FILE, StageBoard, StageRow
 from leash.pipeline.compose import compose_train
 from leash.pipeline.lanes import dependencies, run_in_lanes
 from leash.pipeline.launcher import run_train
-from leash.pipeline.overrides import route_by_prefix
+from leash.pipeline.overrides import override_key, route_by_prefix
 
 STAGES = ("sft", "reward", "ppo", "ppo_gt", "dpo")
 """Stage names, in order (the default run): each is also the `algo` option it runs."""
@@ -144,6 +144,19 @@ def pop_seeds(overrides: list[str]) -> tuple[list[int] | None, list[str]]:
     return seeds, rest
 
 
+def stages_pushing_to_one_repo(
+    routed: dict[str, list[str]], stages: tuple[str, ...]
+) -> tuple[str, list[str]] | None:
+    """A Hub repository that ``hub.push=true`` would have two or more stages push to, and
+    those stages (each stage's last ``hub.push`` and ``hub.repo_id`` count), or None."""
+    repos: dict[str, list[str]] = {}
+    for stage in stages:
+        settings = {override_key(o): o.split("=", 1)[1] for o in routed[stage] if "=" in o}
+        if settings.get("hub.push", "false").lower() == "true":
+            repos.setdefault(settings.get("hub.repo_id", "the configured one"), []).append(stage)
+    return next(((repo, names) for repo, names in repos.items() if len(names) > 1), None)
+
+
 def main(argv: list[str]) -> int:
     """Run the stages (for each seed), print the comparison table; 0 when every stage finished."""
     args = _parser().parse_intermixed_args(argv)  # options may come between overrides
@@ -162,6 +175,12 @@ def main(argv: list[str]) -> int:
     sft = compose_train(route_by_prefix(overrides, known)["sft"])
     lanes = default_lanes(args.jobs, args.verbose, sft.trainer.accelerator == "cpu")
     routed = route_by_prefix(with_threads(overrides, args.threads, lanes), known)
+    clash = stages_pushing_to_one_repo(routed, stages)
+    if clash:
+        print(f"leash compare: hub.push=true would push {', '.join(clash[1])} to one Hub "
+              f"repository, {clash[0]}: push one stage (e.g. dpo.hub.push=true "
+              "dpo.hub.repo_id=NAME), or give each its own <stage>.hub.repo_id", file=sys.stderr)
+        return 2
     if sft.data.source != "task":
         skipped = [s for s in stages if s in NEEDS_GOLD_REWARD]
         stages = tuple(s for s in stages if s not in NEEDS_GOLD_REWARD)
