@@ -170,7 +170,13 @@ def test_a_generated_block_goes_stale_when_a_committed_figure_changes(tmp_path):
     script = WRITER.load_script("stability")
     committed = REPO / "experiments" / "results" / "stability" / "stability_summary.csv"
     changed = tmp_path / "stability_summary.csv"
-    changed.write_text(committed.read_text().replace("0.0178", "0.0278", 1))
+    rows = list(csv.DictReader(committed.open(newline="")))
+    typical = "seed sd of gold reward (median)"
+    rows[0][typical] = f"{float(rows[0][typical]) + 0.01:.4f}"  # DPO's, 0.01 higher
+    with changed.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
     assert script.summary(committed) == WRITER.summary_of("stability")
     assert script.summary(changed) != script.summary(committed)
 
