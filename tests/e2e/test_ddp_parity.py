@@ -19,7 +19,7 @@ this catches are far larger: each process's own token mean (SFT and PPO before t
 below) put them 8-26% of their travel apart, responses drawn from one
 generator for the whole batch, or a random state that the model building moved, 100%.
 
-PPO family: two iterations of the default updates (4 epochs of 4 minibatches, ``bnpo``). Both
+PPO family: two iterations of 2 epochs of the default 4 minibatches (``bnpo``, the default). Both
 runs draw the same minibatches of the global rollout (:mod:`leash.rollout.minibatches`); each
 process weighs its part of a minibatch, of any size, by its share of the minibatch's tokens
 (:meth:`leash.modules.guard.GuardedModule.share_of_processes`), which makes every token mean,
@@ -54,11 +54,13 @@ DPO_LOSSES = ("dpo", "ipo", "cdpo", "robust_dpo", "simpo", "slic")
 PPO_FAMILY = ("ppo", "ppo_gt", "rloo", "grpo", "reinforce")
 COMMON = ("data.shuffle=false", "eval.enabled=false", "algo.warmup_steps=0",
           "trainer.log_every_n_steps=1")
-PPO = ("algo.max_steps=2",)
+PPO = ("algo.max_steps=2", "algo.ppo_epochs=2")
 CASES: dict[str, tuple[str, ...]] = {
     "sft": ("algo.max_steps=4",),
     "reward": ("algo.max_steps=4",),
-    **{name: ("algo.max_steps=4",) for name in DPO_LOSSES},
+    "dpo": ("algo.max_steps=4",),
+    # The other losses share DPO's data, reference and gradient path: two steps each.
+    **{name: ("algo.max_steps=2",) for name in DPO_LOSSES if name != "dpo"},
     **{name: PPO for name in PPO_FAMILY},
     "online_dpo": ("algo.max_steps=4",),
     "iterative_dpo": ("algo.rounds=2", "algo.steps_per_round=2"),
