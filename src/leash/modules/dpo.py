@@ -28,7 +28,6 @@ from leash.models.factory import disable_dropout
 from leash.models.kernels import fuse_activations
 from leash.models.logprobs import PairLogps, pair_logps
 from leash.models.reference import Reference
-from leash.modules.epoch_metrics import gather_epoch
 from leash.modules.evaluated import EvaluatedModule
 from leash.modules.optim import build_optimizer
 from leash.sequences import evaluating
@@ -102,7 +101,6 @@ class DPOModule(EvaluatedModule):
     ):
         super().__init__(evaluator)
         self._val_steps: list[DPOStep] = []
-        self._val_rows: list[torch.Tensor] = []
         self.policy = policy
         self.reference = reference
         self.algo = algo
@@ -156,14 +154,14 @@ class DPOModule(EvaluatedModule):
             logps.rejected.detach(),
         )
 
-    def _log_step(self, step: DPOStep, stage: str, batch_size: int) -> None:
+    def _log_step(self, step: DPOStep, batch_size: int) -> None:
         """Watch every training step; compute and log the metrics on logging steps only (see
         :mod:`leash.modules.guard`)."""
         self.watch({"train/loss": step.losses.detach().mean(),
                     "train/rewards/chosen": step.chosen_rewards,
                     "train/rewards/rejected": step.rejected_rewards})
         if self.logs_this_step():
-            self._log_metrics(step, stage, batch_size)
+            self._log_metrics(step, "train", batch_size)
 
     def _log_metrics(self, step: DPOStep, stage: str, batch_size: int | None = None) -> None:
         metrics = {f"{stage}/{name}": value for name, value in step_metrics(step).items()}
@@ -174,7 +172,7 @@ class DPOModule(EvaluatedModule):
 
     def training_step(self, batch: PreferenceBatch, batch_idx: int) -> torch.Tensor:
         step = self.compute(batch)
-        self._log_step(step, "train", len(batch))
+        self._log_step(step, len(batch))
         return step.losses.mean()
 
     def validation_step(self, batch: PreferenceBatch, batch_idx: int) -> None:
@@ -182,19 +180,17 @@ class DPOModule(EvaluatedModule):
         pair at the epoch's end."""
         step = self.compute(batch)
         self._val_steps.append(DPOStep(*(value.detach().float() for value in step)))
-        self._val_rows.append(batch.index.to(step.losses.device))
         self.record_heldout_pairs(step.chosen_rewards, step.rejected_rewards, batch)
 
     def on_validation_epoch_start(self) -> None:
         super().on_validation_epoch_start()
         self._val_steps.clear()
-        self._val_rows.clear()
 
     def on_validation_epoch_end(self) -> None:
         """``val/*`` over every held-out pair once, gathered from every process (a pair the
         sampler repeats to even out the shards counts once), then the evaluation."""
         if self._val_steps:
-            whole = DPOStep(*(gather_epoch(self, list(values), self._val_rows)
+            whole = DPOStep(*(self.gather_heldout(list(values))
                               for values in zip(*self._val_steps, strict=True)))
             self._log_metrics(whole, "val")
         super().on_validation_epoch_end()

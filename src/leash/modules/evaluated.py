@@ -91,14 +91,19 @@ class EvaluatedModule(GuardedModule):
         self._heldout_gold.clear()
         self._heldout_rows.clear()
 
+    def gather_heldout(self, chunks: list[torch.Tensor]) -> torch.Tensor:
+        """Per-batch values of this epoch's held-out pairs, one chunk per
+        :meth:`record_heldout_pairs` call, gathered from every process: one value per pair,
+        in row order (:func:`~leash.modules.epoch_metrics.gather_epoch`)."""
+        return gather_epoch(self, chunks, self._heldout_rows)
+
     def heldout_metrics(self) -> dict[str, torch.Tensor]:
         """``eval/*`` figures the module computed over the validation epoch, identical in every
         process (gathered): :func:`implicit_rm_metrics` of the recorded pairs, if any."""
         if not self._heldout_margins:
             return {}
-        margins = gather_epoch(self, self._heldout_margins, self._heldout_rows)
-        gold = gather_epoch(self, self._heldout_gold, self._heldout_rows)
-        return implicit_rm_metrics(margins, gold)
+        margins = self.gather_heldout(self._heldout_margins)
+        return implicit_rm_metrics(margins, self.gather_heldout(self._heldout_gold))
 
     def on_validation_epoch_end(self) -> None:
         """Evaluate the policy, log every ``eval/*`` figure, keep the result."""

@@ -205,7 +205,7 @@ class OnlineDPOModule(DPOModule):
         if len(pairs) == 0:  # every prompt tied: a step with zero gradients (module docstring)
             return sum(p.sum() for p in self.policy.parameters() if p.requires_grad) * 0.0
         step = self.compute(pairs)
-        self._log_step(step, "train", len(pairs))
+        self._log_step(step, len(pairs))
         return step.losses.mean() * share  # the mean over every process's pairs
 
     def start_round(self, batch: PromptBatch) -> None:

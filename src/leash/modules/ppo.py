@@ -394,7 +394,8 @@ class PPOModule(EvaluatedModule):
 
     def shares(self, mask: torch.Tensor, held: bool) -> ProcessShares:
         """This process's shares of a minibatch's tokens and rows (0 for a stand-in row)."""
-        counts = torch.stack([(mask > 0).sum(), torch.tensor(len(mask))]).float() * float(held)
+        real = (mask > 0).sum()
+        counts = torch.stack([real, torch.full_like(real, len(mask))]).float() * float(held)
         tokens, rows = self.share_of_processes(counts)
         loss = {LossType.bnpo: tokens, LossType.grpo: rows}.get(
             LossType(self.algo.loss_type), torch.tensor(float(held), device=self.device)

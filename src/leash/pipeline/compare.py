@@ -232,8 +232,7 @@ def _run_stages(
 
     redraw = live.refresh if live is not None else (lambda: None)
     with live if live is not None else nullcontext():
-        results = run_in_lanes(len(runs), dependencies(runs), run, 1 if verbose else lanes,
-                               redraw)
+        results = run_in_lanes(len(runs), dependencies(runs), run, lanes, redraw)
         redraw()
     if not verbose:
         _show_failures(console, rows)
