@@ -34,13 +34,19 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from datasets import load_from_disk  # noqa: E402
-from run_pool import Run, run_all, study_arguments, training_span, write_csv  # noqa: E402
+from run_pool import (  # noqa: E402
+    Run,
+    check_runs,
+    run_all,
+    study_arguments,
+    training_span,
+    write_csv,
+)
 from transformers import AutoModelForCausalLM  # noqa: E402
 
 from leash.config import TaskConfig  # noqa: E402
 from leash.data.tasks import SyntheticTask  # noqa: E402
 from leash.evaluation.oracle import ExactOracle, ResponseSpace  # noqa: E402
-from leash.report.plots import points_above_frontier  # noqa: E402
 from leash.report.runs import FINISHED, RunRecord, read_run  # noqa: E402
 from leash.report.seeds import spread  # noqa: E402
 
@@ -426,13 +432,7 @@ def main() -> int:
         "load average (15 min, at the end)": f"{os.getloadavg()[2]:.1f}"}])  # fmt: skip
     plot(cells, reference.frontier, args.out / "coverage.png")
     print(summary(args.out))
-    failed = [r for r in records.values() if r.status != FINISHED]
-    above = points_above_frontier([reference, *records.values()])
-    for problem, runs_of_it in (("ABOVE THE OPTIMAL FRONTIER (a bug)", above),
-                                ("runs without metrics.json", failed)):
-        if runs_of_it:
-            print(f"{problem}: {[str(r.path) for r in runs_of_it]}", file=sys.stderr)
-    return 1 if above or failed else 0
+    return check_runs([reference, *records.values()])  # the reference finished (checked above)
 
 
 if __name__ == "__main__":

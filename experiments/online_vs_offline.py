@@ -38,9 +38,15 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
-from run_pool import Run, run_all, study_arguments, training_span, write_csv  # noqa: E402
+from run_pool import (  # noqa: E402
+    Run,
+    check_runs,
+    run_all,
+    study_arguments,
+    training_span,
+    write_csv,
+)
 
-from leash.report.plots import points_above_frontier  # noqa: E402
 from leash.report.runs import FINISHED, RunRecord, read_run  # noqa: E402
 from leash.report.seeds import Spread, spread  # noqa: E402
 
@@ -262,13 +268,7 @@ def main() -> int:
         f"torch thread: {span:.0f} s from the first run's start to the last one's end (this "
         f"invocation: {wall:.0f} s). Runs: `{runs_dir}`.\n\n{text}\n")
     print(text)
-    failed = [r.path for r in records if r.status != FINISHED]
-    above = points_above_frontier(records)
-    if above:
-        print(f"ABOVE THE OPTIMAL FRONTIER (a bug): {[r.path for r in above]}", file=sys.stderr)
-    if failed:
-        print(f"runs without metrics.json: {failed}", file=sys.stderr)
-    return 1 if above or failed else 0
+    return check_runs(records)
 
 
 if __name__ == "__main__":

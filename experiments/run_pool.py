@@ -102,3 +102,18 @@ def write_csv(path: Path, rows: list[dict[str, str]]) -> None:
         writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
         writer.writeheader()
         writer.writerows(rows)
+
+
+def check_runs(records: Sequence) -> int:
+    """A study's exit status: 1, each problem said on stderr, when a run lies above the exact
+    optimal frontier (a bug in training or evaluation) or has no metrics.json; else 0."""
+    from leash.report.plots import points_above_frontier
+    from leash.report.runs import FINISHED
+
+    failed = [r for r in records if r.status != FINISHED]
+    above = points_above_frontier(list(records))
+    for problem, runs_of_it in (("ABOVE THE OPTIMAL FRONTIER (a bug)", above),
+                                ("runs without metrics.json", failed)):
+        if runs_of_it:
+            print(f"{problem}: {[str(r.path) for r in runs_of_it]}", file=sys.stderr)
+    return 1 if above or failed else 0

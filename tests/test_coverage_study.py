@@ -133,3 +133,16 @@ def test_cells_differ_only_when_their_intervals_are_apart():
     assert coverage._sign(cell("0.35", "0.01"), cell("0.5", "0.1"), "outside S") == -1
     # the reference has no interval (one value): its mean alone
     assert coverage._sign(cell("0.5", "0.1"), cell("0.39", ""), "outside S") == 1
+
+
+def test_a_study_fails_when_a_run_did_not_finish(tmp_path, capsys):
+    from run_pool import check_runs
+
+    from leash.report.runs import FINISHED, RunRecord
+
+    def record(name: str, status: str) -> RunRecord:  # no frontier: only the status counts
+        return RunRecord(tmp_path / name, name, "dpo", status, {})
+
+    assert check_runs([record("a", FINISHED), record("b", FINISHED)]) == 0
+    assert check_runs([record("a", FINISHED), record("b", "failed")]) == 1
+    assert f"runs without metrics.json: ['{tmp_path / 'b'}']" in capsys.readouterr().err
